@@ -1,0 +1,54 @@
+# The two commands: `make run` (the whole system) and `make test` (the whole suite). Both bootstrap what is
+# missing: the Python environment, Kafka's jars (Maven Central), PostgreSQL, Redis and nginx (apt-get).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: run test unit integration lint format bootstrap infra-up infra-down infra-status migrate topics clean
+
+run: bootstrap
+	scripts/run.sh
+
+test: infra-up
+	$(VENV)/bin/pytest
+
+unit: bootstrap
+	$(VENV)/bin/pytest tests/unit
+
+integration: infra-up
+	$(VENV)/bin/pytest -m integration
+
+lint: bootstrap
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+format: bootstrap
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bootstrap: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+infra-up: bootstrap
+	$(PY) scripts/infra.py up
+
+infra-down: bootstrap
+	$(PY) scripts/infra.py down
+
+infra-status: bootstrap
+	$(PY) scripts/infra.py status
+
+migrate: bootstrap
+	$(PY) -m shared.cli migrate
+
+topics: bootstrap
+	$(PY) -m shared.cli topics
+
+clean: infra-down
+	rm -rf .local

@@ -1,0 +1,1 @@
+"""Executor stage: swaps each routed order on its chosen venue and records the outcome."""

@@ -1,0 +1,1 @@
+"""Notifier: streams each order's status events to WebSocket clients."""

@@ -1,0 +1,104 @@
+"""Fan-out of `order.status` to WebSocket subscribers.
+
+Each notifier process reads every partition of `order.status` from its end (no consumer group: no offsets to
+commit, no rebalances) and hands each event to the subscribers of its order on this process. A subscriber
+registers before it reads the snapshot from Postgres, so an event that lands between the two is queued, and
+the connection drops everything with seq ≤ what it already sent: nothing is lost, nothing is sent twice.
+Because the snapshot comes from Postgres, a client that connects after a restart (or with `lastSeq`) is
+caught up from the durable record, not from this process's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from uuid import UUID
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared.config import Settings
+from shared.events import StatusEvent
+from shared.logging import get_logger
+from shared.topics import ORDER_STATUS
+
+logger = get_logger(__name__)
+
+
+class Subscription:
+    """One client's queue of events for one order. Bounded: a client that cannot keep up is cut off."""
+
+    def __init__(self, order_id: UUID, maxsize: int) -> None:
+        self.order_id = order_id
+        self.queue: asyncio.Queue[StatusEvent] = asyncio.Queue(maxsize)
+        self.overflowed = asyncio.Event()
+
+    def offer(self, event: StatusEvent) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed.set()
+
+
+class Hub:
+    def __init__(self, settings: Settings, *, queue_size: int = 256) -> None:
+        self._settings = settings
+        self._queue_size = queue_size
+        self._subscriptions: dict[UUID, set[Subscription]] = defaultdict(set)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.positioned = asyncio.Event()
+
+    def subscribe(self, order_id: UUID) -> Subscription:
+        subscription = Subscription(order_id, self._queue_size)
+        self._subscriptions[order_id].add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscribers = self._subscriptions.get(subscription.order_id)
+        if subscribers is not None:
+            subscribers.discard(subscription)
+            if not subscribers:
+                del self._subscriptions[subscription.order_id]
+
+    def dispatch(self, event: StatusEvent) -> None:
+        for subscription in self._subscriptions.get(event.order_id, ()):
+            subscription.offer(event)
+
+    async def start(self) -> None:
+        topic = self._settings.topic(ORDER_STATUS.name)
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._settings.kafka_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            request_timeout_ms=max(self._settings.kafka_request_timeout_ms, 10_000),
+        )
+        await self._consumer.start()
+        cluster = await self._consumer._client.fetch_all_metadata()
+        partitions = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
+        if not partitions:
+            raise RuntimeError(f"topic {topic} does not exist: run `python -m shared.cli topics`")
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_end(*partitions)
+        for tp in partitions:  # resolve every position now, so that no event after "ready" is skipped
+            await self._consumer.position(tp)
+        self.positioned.set()
+        self._task = asyncio.create_task(self._run(), name="order-status-consumer")
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        async for message in self._consumer:
+            try:
+                event = StatusEvent.from_json(message.value)
+            except ValueError:
+                logger.warning("status_event.undecodable", partition=message.partition, offset=message.offset)
+                continue
+            self.dispatch(event)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()

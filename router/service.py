@@ -1,0 +1,98 @@
+"""Routing use case: pending → routing → building, then hand the order to the executor."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shared.dex import MockDex
+from shared.events import Dex, ExecuteOrder, OrderPlaced, OrderStatus, Quote
+from shared.kafka import Publisher
+from shared.logging import get_logger
+from shared.orders import OrderRecord, OrderSteps
+from shared.topics import ORDERS_EXECUTE
+
+logger = get_logger(__name__)
+S = OrderStatus
+
+
+def best_quote(quotes: dict[Dex, Quote]) -> Quote:
+    """The quote that returns the most tokenOut after fees; ties go to the first venue in catalogue order."""
+    return max(quotes.values(), key=lambda q: (q.amount_out, -list(Dex).index(q.dex)))
+
+
+class RouterService:
+    def __init__(
+        self, steps: OrderSteps, dex: MockDex, publisher: Publisher, *, quote_timeout_s: float
+    ) -> None:
+        self._steps = steps
+        self._dex = dex
+        self._publisher = publisher
+        self._quote_timeout_s = quote_timeout_s
+
+    async def route(self, placed: OrderPlaced) -> None:
+        order = await self._steps.load(placed.order_id)
+        if order is None:
+            logger.warning("order.unknown", order_id=str(placed.order_id))
+            return
+        if order.status is S.PENDING:
+            order = await self._steps.advance(order, S.ROUTING)
+        else:
+            await self._steps.republish_latest(order)
+        if order is not None and order.status is S.ROUTING:
+            order = await self._build(order)
+        if order is not None and order.status is S.BUILDING:
+            await self._hand_over(order)
+
+    async def _build(self, order: OrderRecord) -> OrderRecord | None:
+        quotes = await self._quote_both(order)
+        if not quotes:
+            return await self._steps.advance(
+                order, S.FAILED, failure_reason="no venue returned a quote", error="quote_unavailable"
+            )
+        best = best_quote(quotes)
+        logger.info(
+            "order.routed",
+            order_id=str(order.id),
+            dex=best.dex.value,
+            quotes={d.value: str(q.amount_out) for d, q in quotes.items()},
+        )
+        return await self._steps.advance(order, S.BUILDING, dex=best.dex, quotes=quotes)
+
+    async def _quote_both(self, order: OrderRecord) -> dict[Dex, Quote]:
+        async def one(dex: Dex) -> Quote:
+            return await asyncio.wait_for(
+                self._dex.quote(
+                    dex,
+                    order_id=order.id,
+                    token_in=order.token_in,
+                    token_out=order.token_out,
+                    amount_in=order.amount_in,
+                    attempt=max(order.attempt, 1),
+                ),
+                self._quote_timeout_s,
+            )
+
+        results = await asyncio.gather(*(one(dex) for dex in Dex), return_exceptions=True)
+        quotes: dict[Dex, Quote] = {}
+        for dex, result in zip(Dex, results, strict=True):
+            if isinstance(result, Quote):
+                quotes[dex] = result
+            else:
+                logger.warning("quote.failed", order_id=str(order.id), dex=dex.value, error=repr(result))
+        return quotes
+
+    async def _hand_over(self, order: OrderRecord) -> None:
+        assert order.dex_used is not None
+        command = ExecuteOrder(
+            order_id=order.id,
+            dex=order.dex_used,
+            quote=order.quotes[order.dex_used],
+            token_in=order.token_in,
+            token_out=order.token_out,
+            amount_in=order.amount_in,
+            slippage=order.slippage,
+            attempt=max(order.attempt, 1),
+            created_at=order.created_at,
+            correlation_id=order.correlation_id,
+        )
+        await self._publisher.send(ORDERS_EXECUTE, order.id, command, order.correlation_id)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# `make run`: infrastructure up, schema and topics in place, then every service under honcho.
+# Ctrl-C stops the services (honcho) and then whatever infrastructure this run started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PWD/.venv/bin:$PATH"
+
+python scripts/infra.py up
+trap 'python scripts/infra.py down' EXIT
+python -m shared.cli migrate
+python -m shared.cli topics
+PROXY_CONFIG="$(python -m shared.cli proxy-config)"
+export PROXY_CONFIG
+port="$(python -c 'from shared.config import Settings; print(Settings().port)')"
+echo "[run] POST and WebSocket: http://127.0.0.1:${port}/api/orders/execute  (Ctrl-C stops everything)"
+honcho start

@@ -1,0 +1,100 @@
+"""One typed Settings object, read from the environment (and `.env`) in one place.
+
+Every variable of the seed's configuration table is here with the seed's default; the rest are the
+settings a Kafka pipeline needs (bootstrap servers, topic layout, service ports) and the knobs that let
+tests run the mock DEX without its real-world delays.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    env: Literal["development", "test", "production"] = "development"
+
+    # Seed §14.
+    port: int = Field(3000, description="Public port: POST and WebSocket both answer here (the proxy).")
+    redis_url: str = "redis://localhost:6379"
+    database_url: str = "postgres://user:password@localhost:5432/order_engine"
+    queue_concurrency: int = Field(10, ge=1, description="Swaps in flight per executor process.")
+    max_retries: int = Field(3, ge=1, description="Attempts in total for a retriable failure.")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    mock_seed: str | None = Field(None, description="Makes the mock DEX a pure function of (seed, order).")
+    rate_limit: int = Field(30, ge=0, description="Requests per minute per client IP; 0 disables.")
+    ping_interval: int = Field(20000, ge=1, description="WebSocket ping interval, ms.")
+    pong_timeout: int = Field(10000, ge=1, description="WebSocket pong timeout, ms.")
+
+    # Kafka.
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    topic_prefix: str = Field(
+        "", description="Prepended to every topic and consumer group (tests isolate runs)."
+    )
+    topic_partitions: int = Field(6, ge=1)
+    topic_replication_factor: int = Field(1, ge=1)
+    kafka_request_timeout_ms: int = Field(5000, ge=100, description="Producer and admin request timeout.")
+
+    # Where each process listens. The proxy (nginx) owns PORT and forwards to these.
+    ingress_host: str = "127.0.0.1"
+    ingress_port: int = 3001
+    notifier_host: str = "127.0.0.1"
+    notifier_port: int = 3002
+
+    # Orders.
+    order_deadline_ms: int = Field(30000, ge=1)
+    order_logs_max: int = Field(50, ge=5, description="Events kept in an order's `logs` array.")
+
+    # Mock DEX timings (ms). The seed's defaults; tests set them to 0.
+    mock_quote_latency_min_ms: int = Field(100, ge=0)
+    mock_quote_latency_max_ms: int = Field(300, ge=0)
+    mock_execution_latency_min_ms: int = Field(2000, ge=0)
+    mock_execution_latency_max_ms: int = Field(3000, ge=0)
+
+    @field_validator("mock_seed")
+    @classmethod
+    def _empty_seed_is_none(cls, value: str | None) -> str | None:
+        return value or None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check_ranges(self) -> Settings:
+        if self.mock_quote_latency_min_ms > self.mock_quote_latency_max_ms:
+            raise ValueError("MOCK_QUOTE_LATENCY_MIN_MS exceeds MOCK_QUOTE_LATENCY_MAX_MS")
+        if self.mock_execution_latency_min_ms > self.mock_execution_latency_max_ms:
+            raise ValueError("MOCK_EXECUTION_LATENCY_MIN_MS exceeds MOCK_EXECUTION_LATENCY_MAX_MS")
+        return self
+
+    def topic(self, name: str) -> str:
+        """The full name of a catalogue topic (or consumer group) under this deployment's prefix."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def kafka_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()]
+
+    @property
+    def redis_address(self) -> tuple[str, int]:
+        parts = urlsplit(self.redis_url)
+        return parts.hostname or "localhost", parts.port or 6379
+
+    @property
+    def database_address(self) -> tuple[str, int]:
+        parts = urlsplit(self.database_url)
+        return parts.hostname or "localhost", parts.port or 5432
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once. Composition roots call this; library code takes Settings."""
+    return Settings()

@@ -1,0 +1,62 @@
+"""The project's error tree. Every error carries its seed §11 code and HTTP status, and says whether retrying
+can help; consumers route on `retriable`, the HTTP layer renders `code` in the one error envelope."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class EngineError(Exception):
+    code: ClassVar[str] = "internal_error"
+    http_status: ClassVar[int] = 500
+    retriable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class InvalidBody(EngineError):
+    code = "invalid_body"
+    http_status = 400
+
+
+class NotFound(EngineError):
+    code = "not_found"
+    http_status = 404
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} not found")
+
+
+class ServiceUnavailable(EngineError):
+    code = "service_unavailable"
+    http_status = 503
+    retriable = True
+
+
+class InvalidTransition(EngineError):
+    code = "invalid_transition"
+
+    def __init__(self, current: str, target: str) -> None:
+        super().__init__(f"an order in {current} cannot move to {target}")
+
+
+class DexError(EngineError):
+    """A venue refused or failed a quote or a swap."""
+
+    code = "dex_error"
+    http_status = 502
+
+
+class SlippageExceeded(DexError):
+    code = "slippage_exceeded"
+
+    def __init__(self, min_amount_out: str, amount_out: str) -> None:
+        super().__init__(f"the swap would return {amount_out}, below the minimum {min_amount_out}")
+
+
+class QuoteUnavailable(DexError):
+    code = "quote_unavailable"
+    retriable = True

@@ -1,0 +1,136 @@
+"""The messages that cross process boundaries: Kafka payloads and the HTTP/WebSocket views of an order.
+
+One schema system for all of them (pydantic). On the wire: camelCase keys, amounts and prices as decimal
+strings in plain notation ("0.000000001", never "1E-9"), timestamps in ISO 8601 UTC. Every Kafka payload
+carries `v`; a contract changes only by adding optional fields, a breaking change gets a new topic.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Self
+from uuid import UUID
+
+import orjson
+from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic.alias_generators import to_camel
+
+SCHEMA_VERSION: Literal[1] = 1
+
+
+def _plain(value: Decimal) -> str:
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+Amount = Annotated[Decimal, PlainSerializer(_plain, return_type=str, when_used="json")]
+"""A Decimal that travels as a plain decimal string and is never a float."""
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    ROUTING = "routing"
+    BUILDING = "building"
+    SUBMITTED = "submitted"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (OrderStatus.CONFIRMED, OrderStatus.FAILED)
+
+
+class Dex(StrEnum):
+    RAYDIUM = "raydium"
+    METEORA = "meteora"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Wire(BaseModel):
+    """Base of every wire model: camelCase aliases, immutable, JSON bytes in and out."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready dict (as stored in JSONB and sent over WebSockets)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Self:
+        return cls.model_validate_json(data)
+
+
+class Quote(Wire):
+    """One venue's answer for one order: what you would get, net of the pool fee."""
+
+    dex: Dex
+    price: Amount
+    fee: Amount
+    amount_out: Amount
+
+
+class StatusEvent(Wire):
+    """One step in an order's life on `order.status` (design brief §2). `seq` is 1 for pending and grows by
+    one per event of that order: it makes replay, dedupe and WebSocket resume exact."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    order_id: UUID
+    seq: int
+    status: OrderStatus
+    at: datetime
+    attempt: int = 0
+    max_attempts: int
+    next_retry_at: datetime | None = None
+    dex: Dex | None = None
+    quotes: dict[Dex, Quote] | None = None
+    tx_hash: str | None = None
+    executed_price: Amount | None = None
+    amount_out: Amount | None = None
+    failure_reason: str | None = None
+    error: str | None = None
+    correlation_id: str | None = None
+
+
+class OrderPlaced(Wire):
+    """On `orders`: an accepted order, to be routed."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    order_id: UUID
+    type: Literal["market"] = "market"
+    token_in: str
+    token_out: str
+    amount_in: Amount
+    slippage: Amount
+    created_at: datetime
+    correlation_id: str | None = None
+
+
+class ExecuteOrder(Wire):
+    """On `orders.execute`: swap this order on the chosen venue."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    order_id: UUID
+    dex: Dex
+    quote: Quote
+    token_in: str
+    token_out: str
+    amount_in: Amount
+    slippage: Amount
+    attempt: int = 1
+    created_at: datetime
+    correlation_id: str | None = None
+
+
+def dumps(value: Any) -> bytes:
+    """JSON for plain dicts (already JSON-ready, e.g. from `to_dict`)."""
+    return orjson.dumps(value)

@@ -1,0 +1,58 @@
+"""The topic catalogue: every topic is declared here once, keyed by orderId, created by `ensure_topics`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.config import Settings
+
+logger = logging.getLogger(__name__)
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    retention_ms: int
+    purpose: str
+
+
+ORDERS = TopicSpec("orders", 7 * DAY_MS, "OrderPlaced: accepted orders, to be routed")
+ORDERS_EXECUTE = TopicSpec("orders.execute", 7 * DAY_MS, "ExecuteOrder: routed orders, to be swapped")
+ORDER_STATUS = TopicSpec("order.status", 7 * DAY_MS, "StatusEvent: every step of every order (public)")
+ORDERS_DLQ = TopicSpec("orders.dlq", 30 * DAY_MS, "Orders that exhausted their retries, with errors")
+
+CATALOGUE: tuple[TopicSpec, ...] = (ORDERS, ORDERS_EXECUTE, ORDER_STATUS, ORDERS_DLQ)
+
+
+async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CATALOGUE) -> list[str]:
+    """Create the catalogue's topics that do not exist yet; returns the names created."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_servers, request_timeout_ms=settings.kafka_request_timeout_ms
+    )
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(
+                name=settings.topic(spec.name),
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+                topic_configs={"retention.ms": str(spec.retention_ms)},
+            )
+            for spec in specs
+            if settings.topic(spec.name) not in existing
+        ]
+        if wanted:
+            try:
+                await admin.create_topics(wanted, timeout_ms=settings.kafka_request_timeout_ms)
+            except TopicAlreadyExistsError:
+                logger.info("topics created concurrently by another process")
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()

@@ -1,0 +1,36 @@
+"""Shared fixtures. Integration tests need the services of `scripts/infra.py up` (`make test` starts them)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from shared.config import Settings
+from shared.health import check_kafka, check_postgres_url, check_redis_url
+from tests.fixtures.stack import Stack, create_stack, destroy_stack
+
+
+@pytest.fixture(scope="session")
+async def infrastructure() -> Settings:
+    settings = Settings()
+    for name, probe in (
+        ("Kafka", check_kafka(settings.kafka_servers)),
+        ("PostgreSQL", check_postgres_url(settings.database_url)),
+        ("Redis", check_redis_url(settings.redis_url)),
+    ):
+        try:
+            await probe
+        except Exception as exc:
+            pytest.fail(f"{name} is not reachable ({exc!r}): run `make infra-up` (or `make test`) first")
+    return settings
+
+
+@pytest.fixture(scope="session")
+async def stack(infrastructure: Settings) -> AsyncIterator[Stack]:
+    """Every service and the proxy as separate processes, shared by the session's integration tests."""
+    started = await create_stack()
+    try:
+        yield started
+    finally:
+        await destroy_stack(started)

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from shared.config import Settings
+
+
+def test_defaults_are_the_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in (
+        "PORT",
+        "REDIS_URL",
+        "DATABASE_URL",
+        "QUEUE_CONCURRENCY",
+        "MAX_RETRIES",
+        "LOG_LEVEL",
+        "MOCK_SEED",
+        "RATE_LIMIT",
+        "PING_INTERVAL",
+        "PONG_TIMEOUT",
+    ):
+        monkeypatch.delenv(var, raising=False)
+    settings = Settings(_env_file=None)
+    assert settings.port == 3000
+    assert settings.redis_url == "redis://localhost:6379"
+    assert settings.database_url == "postgres://user:password@localhost:5432/order_engine"
+    assert settings.queue_concurrency == 10
+    assert settings.max_retries == 3
+    assert settings.log_level == "info"
+    assert settings.mock_seed is None
+    assert settings.rate_limit == 30
+    assert settings.ping_interval == 20000
+    assert settings.pong_timeout == 10000
+
+
+def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("QUEUE_CONCURRENCY", "2000")
+    monkeypatch.setenv("LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("MOCK_SEED", "")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "a:9092, b:9092")
+    settings = Settings(_env_file=None)
+    assert settings.queue_concurrency == 2000
+    assert settings.log_level == "debug"
+    assert settings.mock_seed is None
+    assert settings.kafka_servers == ["a:9092", "b:9092"]
+
+
+def test_topics_and_groups_take_the_prefix() -> None:
+    assert Settings(_env_file=None, topic_prefix="t1.").topic("orders") == "t1.orders"
+
+
+@pytest.mark.parametrize("field,value", [("queue_concurrency", 0), ("max_retries", 0), ("log_level", "loud")])
+def test_bad_values_are_refused(field: str, value: object) -> None:
+    with pytest.raises(ValidationError):
+        Settings.model_validate({field: value})
+
+
+def test_latency_ranges_must_be_ordered() -> None:
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, mock_execution_latency_min_ms=3000, mock_execution_latency_max_ms=10)

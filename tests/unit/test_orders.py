@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from router.service import best_quote
+from shared.errors import InvalidTransition
+from shared.events import Dex, OrderStatus, Quote
+from shared.orders import TRANSITIONS, OrderRecord, check_transition
+
+S = OrderStatus
+NOW = datetime(2026, 11, 26, tzinfo=UTC)
+
+
+def make_order(**overrides: object) -> OrderRecord:
+    order = OrderRecord(
+        id=uuid.uuid4(),
+        type="market",
+        token_in="SOL",
+        token_out="USDC",
+        amount_in=Decimal("1.5"),
+        slippage=Decimal("0.01"),
+        status=S.PENDING,
+        seq=1,
+        attempt=0,
+        dex_used=None,
+        quotes={},
+        executed_price=None,
+        amount_out=None,
+        tx_hash=None,
+        failure_reason=None,
+        error=None,
+        logs=[],
+        correlation_id="c-1",
+        client_order_id=None,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+    return replace(order, **overrides)  # type: ignore[arg-type]
+
+
+def test_the_happy_path_is_allowed_step_by_step() -> None:
+    path = [S.PENDING, S.ROUTING, S.BUILDING, S.SUBMITTED, S.CONFIRMED]
+    for current, target in itertools.pairwise(path):
+        check_transition(current, target)
+
+
+@pytest.mark.parametrize("current", [s for s in S if not s.terminal])
+def test_any_open_order_can_fail(current: OrderStatus) -> None:
+    check_transition(current, S.FAILED)
+
+
+@pytest.mark.parametrize(
+    "current,target",
+    [(S.PENDING, S.SUBMITTED), (S.CONFIRMED, S.FAILED), (S.FAILED, S.ROUTING), (S.BUILDING, S.ROUTING)],
+)
+def test_skips_and_reversals_are_refused(current: OrderStatus, target: OrderStatus) -> None:
+    with pytest.raises(InvalidTransition):
+        check_transition(current, target)
+
+
+def test_terminal_states_lead_nowhere() -> None:
+    assert all(not TRANSITIONS[s] for s in S if s.terminal)
+
+
+def test_the_next_event_is_numbered_seq_plus_one_and_carries_the_correlation() -> None:
+    event = make_order(status=S.ROUTING, seq=2).next_event(S.BUILDING, max_attempts=3, dex=Dex.METEORA)
+    assert (event.seq, event.status, event.dex, event.correlation_id) == (3, S.BUILDING, Dex.METEORA, "c-1")
+
+
+def quote(dex: Dex, out: str) -> Quote:
+    return Quote(dex=dex, price=Decimal(1), fee=Decimal(0), amount_out=Decimal(out))
+
+
+def test_routing_picks_the_larger_net_amount() -> None:
+    assert (
+        best_quote({Dex.RAYDIUM: quote(Dex.RAYDIUM, "10"), Dex.METEORA: quote(Dex.METEORA, "10.1")}).dex
+        is Dex.METEORA
+    )
+    assert (
+        best_quote({Dex.RAYDIUM: quote(Dex.RAYDIUM, "10.2"), Dex.METEORA: quote(Dex.METEORA, "10.1")}).dex
+        is Dex.RAYDIUM
+    )
+
+
+def test_a_tie_goes_to_the_first_venue() -> None:
+    assert (
+        best_quote({Dex.METEORA: quote(Dex.METEORA, "5"), Dex.RAYDIUM: quote(Dex.RAYDIUM, "5")}).dex
+        is Dex.RAYDIUM
+    )
+
+
+def test_one_quote_is_enough_to_route() -> None:
+    assert best_quote({Dex.METEORA: quote(Dex.METEORA, "5")}).dex is Dex.METEORA
