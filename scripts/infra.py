@@ -12,6 +12,7 @@ because the server refuses to run as root and a clone's folder is often not read
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
@@ -147,11 +148,11 @@ def kafka_started_pid() -> int | None:
     return None
 
 
-def kafka_up(settings: Settings) -> None:
+def kafka_up(settings: Settings) -> bool:
     servers = settings.kafka_servers
     if answers(lambda: check_kafka(servers)):
         log(f"Kafka answers at {servers[0]}: reusing it")
-        return
+        return False
     host, _, port = servers[0].rpartition(":")
     if host not in ("127.0.0.1", "localhost"):
         raise SystemExit(f"[infra] Kafka at {servers[0]} does not answer and is not local: start it yourself")
@@ -200,6 +201,7 @@ def kafka_up(settings: Settings) -> None:
     (RUN / "kafka.pid").write_text(str(proc.pid))
     wait_until("Kafka", lambda: check_kafka(servers), 90)
     log("Kafka ready (answers metadata)")
+    return True
 
 
 def kafka_down() -> None:
@@ -230,10 +232,10 @@ def stop_pid(pid: int, timeout: float) -> None:
 # ---------------------------------------------------------------- Redis
 
 
-def redis_up(settings: Settings) -> None:
+def redis_up(settings: Settings) -> bool:
     if answers(lambda: check_redis_url(settings.redis_url)):
         log(f"Redis answers at {settings.redis_url}: reusing it")
-        return
+        return False
     host, port = settings.redis_address
     if host not in ("127.0.0.1", "localhost"):
         raise SystemExit(f"[infra] Redis at {settings.redis_url} does not answer and is not local")
@@ -264,6 +266,7 @@ def redis_up(settings: Settings) -> None:
     (RUN / "redis.started").touch()
     wait_until("Redis", lambda: check_redis_url(settings.redis_url), 20)
     log("Redis ready")
+    return True
 
 
 def redis_down() -> None:
@@ -283,10 +286,10 @@ def as_postgres(cmd: list[str]) -> subprocess.CompletedProcess[str]:
     return run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True, cwd="/")
 
 
-def postgres_up(settings: Settings) -> None:
+def postgres_up(settings: Settings) -> bool:
     if answers(lambda: check_postgres_url(settings.database_url)):
         log("PostgreSQL answers at DATABASE_URL: reusing it")
-        return
+        return False
     host, port = settings.database_address
     if host not in ("127.0.0.1", "localhost"):
         raise SystemExit("[infra] PostgreSQL at DATABASE_URL does not answer and is not local")
@@ -301,13 +304,15 @@ def postgres_up(settings: Settings) -> None:
         raise SystemExit(
             f"[infra] cluster {version}/{name} listens on {cluster_port}, DATABASE_URL wants {port}"
         )
-    if status != "online":
+    started = status != "online"
+    if started:
         log(f"starting PostgreSQL cluster {version}/{name}")
         run(["pg_ctlcluster", version, name, "start"])
         (RUN / "postgres.started").write_text(f"{version} {name}")
     provision_database(settings)
     wait_until("PostgreSQL", lambda: check_postgres_url(settings.database_url), 30)
     log("PostgreSQL ready")
+    return started
 
 
 def provision_database(settings: Settings) -> None:
@@ -354,20 +359,32 @@ def postgres_down() -> None:
 # ---------------------------------------------------------------- commands
 
 
-def up() -> None:
+def up(record: Path | None) -> None:
+    """Start what does not answer; with `record`, write the names of what this call started there."""
     settings = Settings()
     for folder in (RUN, LOGS):
         folder.mkdir(parents=True, exist_ok=True)
     ensure_packages()
-    postgres_up(settings)
-    redis_up(settings)
-    kafka_up(settings)
+    started = [
+        name
+        for name, start in (("postgres", postgres_up), ("redis", redis_up), ("kafka", kafka_up))
+        if start(settings)
+    ]
+    if record is not None:
+        record.write_text("\n".join(started))
 
 
-def down() -> None:
-    kafka_down()
-    redis_down()
-    postgres_down()
+STOPPERS = {"kafka": kafka_down, "redis": redis_down, "postgres": postgres_down}
+
+
+def down(record: Path | None) -> None:
+    """Stop what `up` started: everything it ever started here, or only what one recorded call did."""
+    names = list(STOPPERS)
+    if record is not None:
+        names = list(reversed(record.read_text().split())) if record.exists() else []
+        record.unlink(missing_ok=True)
+    for name in names:
+        STOPPERS[name]()
 
 
 def status() -> None:
@@ -386,8 +403,18 @@ def status() -> None:
     )
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=("up", "down", "status"))
+    parser.add_argument("--record", type=Path, help="up: note what this call started; down: stop only that")
+    args = parser.parse_args()
+    if args.command == "status":
+        status()
+    else:
+        {"up": up, "down": down}[args.command](args.record)
+
+
 if __name__ == "__main__":
-    commands = {"up": up, "down": down, "status": status}
-    if len(sys.argv) != 2 or sys.argv[1] not in commands:
-        raise SystemExit(f"usage: {sys.argv[0]} {{{'|'.join(commands)}}}")
-    commands[sys.argv[1]]()
+    main()

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # `make run`: infrastructure up, schema and topics in place, then every service under honcho.
-# Ctrl-C stops the services (honcho) and then whatever infrastructure this run started.
+# Ctrl-C stops the services (honcho) and then the infrastructure that this run started (not what it reused).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
 
-python scripts/infra.py up
-trap 'python scripts/infra.py down' EXIT
+session=".local/run/session-$$"
+mkdir -p .local/run
+python scripts/infra.py up --record "$session"
+trap 'python scripts/infra.py down --record "$session"' EXIT
 python -m shared.cli migrate
 python -m shared.cli topics
 PROXY_CONFIG="$(python -m shared.cli proxy-config)"
