@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from shared.dex import MockDex
 from shared.errors import SlippageExceeded
-from shared.events import ExecuteOrder, OrderStatus
+from shared.events import ExecuteOrder, OrderStatus, utcnow
 from shared.logging import get_logger
+from shared.metrics import EXECUTION_SECONDS, QUEUE_WAIT_SECONDS, SWAPS_IN_FLIGHT
 from shared.orders import OrderSteps
 
 logger = get_logger(__name__)
@@ -23,6 +24,7 @@ class ExecutorService:
             logger.warning("order.unknown", order_id=str(command.order_id))
             return
         if order.status is S.BUILDING:
+            QUEUE_WAIT_SECONDS.labels("execution").observe((utcnow() - order.updated_at).total_seconds())
             order = await self._steps.advance(order, S.SUBMITTED, attempt=command.attempt, dex=command.dex)
         elif order.status is S.SUBMITTED or order.status.terminal:
             # Redelivered: the swap below is idempotent on the venue, so finishing the job again is safe.
@@ -36,13 +38,14 @@ class ExecutorService:
         quote = order.quotes[order.dex_used]
         min_amount_out = quote.amount_out * (1 - order.slippage)
         try:
-            result = await self._dex.execute(
-                quote,
-                order_id=order.id,
-                amount_in=order.amount_in,
-                min_amount_out=min_amount_out,
-                attempt=order.attempt,
-            )
+            with SWAPS_IN_FLIGHT.track_inprogress(), EXECUTION_SECONDS.labels(quote.dex.value).time():
+                result = await self._dex.execute(
+                    quote,
+                    order_id=order.id,
+                    amount_in=order.amount_in,
+                    min_amount_out=min_amount_out,
+                    attempt=order.attempt,
+                )
         except SlippageExceeded as exc:
             logger.info("order.slippage_exceeded", order_id=str(order.id), reason=exc.message)
             await self._steps.advance(order, S.FAILED, failure_reason=exc.message, error=exc.code)

@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import FastAPI, Request
+from prometheus_client import make_asgi_app
 from redis.asyncio import Redis
 from starlette.responses import Response
 
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Order execution engine: ingress", version="1", lifespan=lifespan, responses=ERRORS)
     app.add_middleware(CorrelationMiddleware)
+    app.mount("/metrics", make_asgi_app())
     install_error_handlers(app)
 
     @app.post("/api/orders/execute", status_code=202, response_model=OrderAccepted)

@@ -13,6 +13,7 @@ from shared.errors import NotFound
 from shared.events import OrderPlaced, OrderStatus, StatusEvent, utcnow
 from shared.kafka import Publisher
 from shared.logging import get_logger
+from shared.metrics import ORDERS_ACCEPTED
 from shared.orders import OrderRecord, load_order
 from shared.topics import ORDERS
 
@@ -49,6 +50,7 @@ async def place_order(
     await repository.insert_order(pool, placed, pending)
     await publisher.send(ORDERS, placed.order_id, placed, correlation_id)
     await publisher.status(pending)
+    ORDERS_ACCEPTED.inc()
     logger.info(
         "order.accepted", orderId=str(placed.order_id), token_in=placed.token_in, token_out=placed.token_out
     )

@@ -16,6 +16,7 @@ from uuid import UUID
 
 import orjson
 from fastapi import FastAPI, Request, WebSocket
+from prometheus_client import make_asgi_app
 from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
@@ -23,9 +24,11 @@ from notifier import repository
 from notifier.service import Hub, Subscription
 from shared.config import Settings, get_settings
 from shared.db import create_pool
+from shared.events import utcnow
 from shared.health import check_postgres
 from shared.http import CorrelationMiddleware, error_body, install_error_handlers, json_response
 from shared.logging import get_logger
+from shared.metrics import WS_CONNECTIONS, WS_DELIVERY_SECONDS, WS_EVENTS_DELIVERED
 
 logger = get_logger(__name__)
 
@@ -92,6 +95,8 @@ class OrderStream:
             if event.seq > self.last_seq + 1:
                 await self._catch_up(event.seq)
             await send_json(self.ws, status_message(event.to_dict()))
+            WS_EVENTS_DELIVERED.inc()
+            WS_DELIVERY_SECONDS.observe((utcnow() - event.at).total_seconds())
             self.last_seq = event.seq
             if event.status.terminal:
                 await self.ws.close(1000)
@@ -137,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Order execution engine: notifier", version="1", lifespan=lifespan)
     app.add_middleware(CorrelationMiddleware)
+    app.mount("/metrics", make_asgi_app())
     install_error_handlers(app)
 
     @app.websocket("/api/orders/execute")
@@ -155,9 +161,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         subscription = hub.subscribe(order_id)  # before the snapshot: see notifier.service
         stream = OrderStream(ws, subscription, ws.app)
         try:
-            if not await stream.send_snapshot(last_seq):
-                return
-            await _follow(stream)
+            with WS_CONNECTIONS.track_inprogress():
+                if await stream.send_snapshot(last_seq):
+                    await _follow(stream)
         except WebSocketDisconnect:
             pass
         finally:

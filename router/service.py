@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 
 from shared.dex import MockDex
-from shared.events import Dex, ExecuteOrder, OrderPlaced, OrderStatus, Quote
+from shared.events import Dex, ExecuteOrder, OrderPlaced, OrderStatus, Quote, utcnow
 from shared.kafka import Publisher
 from shared.logging import get_logger
+from shared.metrics import QUEUE_WAIT_SECONDS, QUOTE_SECONDS
 from shared.orders import OrderRecord, OrderSteps
 from shared.topics import ORDERS_EXECUTE
 
@@ -35,6 +36,7 @@ class RouterService:
             logger.warning("order.unknown", order_id=str(placed.order_id))
             return
         if order.status is S.PENDING:
+            QUEUE_WAIT_SECONDS.labels("routing").observe((utcnow() - order.created_at).total_seconds())
             order = await self._steps.advance(order, S.ROUTING)
         else:
             await self._steps.republish_latest(order)
@@ -60,17 +62,18 @@ class RouterService:
 
     async def _quote_both(self, order: OrderRecord) -> dict[Dex, Quote]:
         async def one(dex: Dex) -> Quote:
-            return await asyncio.wait_for(
-                self._dex.quote(
-                    dex,
-                    order_id=order.id,
-                    token_in=order.token_in,
-                    token_out=order.token_out,
-                    amount_in=order.amount_in,
-                    attempt=max(order.attempt, 1),
-                ),
-                self._quote_timeout_s,
-            )
+            with QUOTE_SECONDS.labels(dex.value).time():
+                return await asyncio.wait_for(
+                    self._dex.quote(
+                        dex,
+                        order_id=order.id,
+                        token_in=order.token_in,
+                        token_out=order.token_out,
+                        amount_in=order.amount_in,
+                        attempt=max(order.attempt, 1),
+                    ),
+                    self._quote_timeout_s,
+                )
 
         results = await asyncio.gather(*(one(dex) for dex in Dex), return_exceptions=True)
         quotes: dict[Dex, Quote] = {}

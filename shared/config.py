@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     ingress_port: int = 3001
     notifier_host: str = "127.0.0.1"
     notifier_port: int = 3002
+    router_metrics_port: int = Field(9101, description="Prometheus /metrics of the router process.")
+    executor_metrics_port: int = Field(9102, description="Prometheus /metrics of the executor process.")
+    metrics_host: str = "127.0.0.1"
 
     # Orders.
     order_deadline_ms: int = Field(30000, ge=1)

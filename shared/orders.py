@@ -21,6 +21,7 @@ from shared.errors import InvalidTransition
 from shared.events import Dex, OrderStatus, Quote, StatusEvent, utcnow
 from shared.kafka import Publisher
 from shared.logging import get_logger
+from shared.metrics import END_TO_END_SECONDS, ORDER_FAILURES, ORDERS_FINISHED
 
 logger = get_logger(__name__)
 
@@ -183,6 +184,11 @@ class OrderSteps:
             logger.info("order.step_taken_elsewhere", order_id=str(order.id), status=status.value)
             return None
         await self._publisher.status(event)
+        if status.terminal:
+            ORDERS_FINISHED.labels(status.value).inc()
+            END_TO_END_SECONDS.labels(status.value).observe((event.at - order.created_at).total_seconds())
+            if status is OrderStatus.FAILED:
+                ORDER_FAILURES.labels(event.error or "unknown").inc()
         return updated
 
     async def republish_latest(self, order: OrderRecord) -> None:

@@ -21,6 +21,7 @@ from shared.db import create_pool
 from shared.dex import Latency, MockDex
 from shared.kafka import Publisher, new_producer
 from shared.logging import configure_logging
+from shared.metrics import serve_metrics
 from shared.orders import OrderSteps
 from shared.topics import TopicSpec
 
@@ -80,6 +81,7 @@ class StageApp(faust.App, Generic[ServiceT]):
     async def on_start(self) -> None:
         await super().on_start()
         settings = self._stage_settings
+        serve_metrics(getattr(settings, f"{self._stage_name}_metrics_port"), settings.metrics_host)
         self._stage_pool = await create_pool(settings.database_url)
         self._stage_producer = new_producer(settings)
         await self._stage_producer.start()

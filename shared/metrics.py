@@ -1,0 +1,46 @@
+"""Every Prometheus metric of the engine, declared once (seed §9). Each process exports its own: the HTTP
+services on `/metrics`, the stream stages on their METRICS port. Labels are bounded: dex, status, stage,
+error code, topic/group; never an orderId."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
+
+ORDERS_ACCEPTED = Counter("orders_accepted_total", "Orders accepted by ingress (answered 202).")
+ORDERS_FINISHED = Counter("orders_finished_total", "Orders that reached a final status.", ["status"])
+ORDER_RETRIES = Counter("order_retries_total", "Retries scheduled after a retriable failure.", ["error"])
+ORDER_FAILURES = Counter("order_failures_total", "Orders failed, by error code.", ["error"])
+
+QUOTE_SECONDS = Histogram(
+    "dex_quote_seconds", "Time to get a quote from a venue.", ["dex"], buckets=LATENCY_BUCKETS
+)
+EXECUTION_SECONDS = Histogram(
+    "dex_execution_seconds", "Time for a swap on a venue.", ["dex"], buckets=LATENCY_BUCKETS
+)
+QUEUE_WAIT_SECONDS = Histogram(
+    "order_queue_wait_seconds",
+    "Wait before a stage took the order: routing (created → routed), execution (routed → executing).",
+    ["stage"],
+    buckets=STAGE_BUCKETS,
+)
+END_TO_END_SECONDS = Histogram(
+    "order_end_to_end_seconds", "From creation to a final status.", ["status"], buckets=STAGE_BUCKETS
+)
+
+CONSUMER_LAG = Gauge(
+    "kafka_consumer_lag_messages", "Messages not yet consumed, per topic and group.", ["topic", "group"]
+)
+SWAPS_IN_FLIGHT = Gauge("executor_swaps_in_flight", "Swaps started and not yet settled in this process.")
+WS_CONNECTIONS = Gauge("ws_connections_open", "Open WebSocket connections on this notifier.")
+WS_EVENTS_DELIVERED = Counter("ws_events_delivered_total", "Status events sent to WebSocket clients.")
+WS_DELIVERY_SECONDS = Histogram(
+    "ws_delivery_seconds", "From an event's time to its send on a WebSocket.", buckets=LATENCY_BUCKETS
+)
+
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Expose this process's metrics on http://host:port/metrics (for processes without an HTTP app)."""
+    start_http_server(port, addr=host)
