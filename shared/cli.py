@@ -3,6 +3,7 @@
 migrate        apply the SQL migrations to DATABASE_URL
 topics         create the topic catalogue on KAFKA_BOOTSTRAP_SERVERS
 proxy-config   render infra/nginx.conf.in for PORT / INGRESS_PORT / NOTIFIER_PORT into .local/
+schemas        regenerate docs/schemas/*.json (the topics' public contracts) from the models
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from pathlib import Path
 
 from shared.config import Settings
+from shared.contracts import write_schemas
 from shared.db import migrate
 from shared.topics import ensure_topics
 
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate")
     sub.add_parser("topics")
+    sub.add_parser("schemas")
     proxy = sub.add_parser("proxy-config")
     proxy.add_argument("--local", type=Path, default=ROOT / ".local")
     args = parser.parse_args(argv)
@@ -54,6 +57,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.command == "topics":
         created = asyncio.run(ensure_topics(settings))
         print(f"topics created: {', '.join(created) or 'none (all exist)'}")
+    elif args.command == "schemas":
+        for path in write_schemas():
+            print(path.relative_to(ROOT))
     elif args.command == "proxy-config":
         print(render_proxy_config(settings, args.local))
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
 import orjson
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -27,7 +27,11 @@ def _plain(value: Decimal) -> str:
     return text or "0"
 
 
-Amount = Annotated[Decimal, PlainSerializer(_plain, return_type=str, when_used="json")]
+Amount = Annotated[
+    Decimal,
+    PlainSerializer(_plain, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?$"}, mode="serialization"),
+]
 """A Decimal that travels as a plain decimal string and is never a float."""
 
 

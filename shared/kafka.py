@@ -4,9 +4,10 @@ message by orderId and waits for the broker's acknowledgement."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from uuid import UUID
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from shared.config import Settings
 from shared.events import StatusEvent, Wire
@@ -48,3 +49,9 @@ class Publisher:
 
     async def status(self, event: StatusEvent) -> None:
         await self.send(ORDER_STATUS, event.order_id, event, event.correlation_id)
+
+
+async def topic_partitions(client: Any, topic: str) -> list[TopicPartition]:
+    """Every partition of `topic`, from fresh cluster metadata (a consumer's own cache may not have it)."""
+    cluster = await client.fetch_all_metadata()
+    return [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]

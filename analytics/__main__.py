@@ -1,0 +1,25 @@
+"""`python -m analytics [--group NAME] [--json]`: a report over everything on `order.status` so far."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+import orjson
+
+from analytics.report import build_report, render
+from shared.config import Settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m analytics", description=__doc__)
+    parser.add_argument("--group", default="order-engine-analytics", help="consumer group (prefixed)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args()
+    summary = asyncio.run(build_report(Settings(), args.group)).summary()
+    sys.stdout.write((orjson.dumps(summary).decode() if args.json else render(summary)) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Real messages from a run honour the published JSON Schemas, and the example analytics consumer reports
+what Postgres records."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer
+from jsonschema import Draft202012Validator
+
+from shared.contracts import CONTRACTS, schema_for
+from shared.kafka import topic_partitions
+from tests.fixtures.stack import ROOT, Stack
+from tests.integration.test_order_flow import place, watch
+
+pytestmark = pytest.mark.integration
+
+
+async def read_all(stack: Stack, topic: str) -> list[bytes]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = await topic_partitions(consumer._client, topic)
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        values: list[bytes] = []
+        while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
+            for messages in (await consumer.getmany(timeout_ms=500)).values():
+                values.extend(m.value for m in messages)
+        return values
+    finally:
+        await consumer.stop()
+
+
+async def test_every_message_of_a_run_matches_its_topics_schema(stack: Stack) -> None:
+    await watch(stack, await place(stack))
+    for spec in CONTRACTS:
+        validator = Draft202012Validator(schema_for(spec))
+        values = await read_all(stack, stack.settings.topic(spec.name))
+        assert values, f"no messages on {spec.name}"
+        for value in values:
+            errors = [e.message for e in validator.iter_errors(json.loads(value))]
+            assert not errors, f"{spec.name}: {errors}"
+
+
+async def test_the_analytics_consumer_reports_what_postgres_records(stack: Stack) -> None:
+    for order_id in [await place(stack) for _ in range(3)]:
+        await watch(stack, order_id)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "analytics",
+        "--json",
+        env=stack.env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    summary = json.loads(out)
+
+    conn = await asyncpg.connect(stack.settings.database_url)
+    try:
+        counts = dict(await conn.fetch("SELECT status::text, count(*) FROM orders GROUP BY status"))
+        dex = dict(
+            await conn.fetch("SELECT dex_used, count(*) FROM orders WHERE status = 'confirmed' GROUP BY 1")
+        )
+    finally:
+        await conn.close()
+    assert summary["orders"] == sum(counts.values())
+    assert summary["confirmed"] == counts.get("confirmed", 0) >= 3
+    assert summary["failed"] == counts.get("failed", 0)
+    assert summary["dexShare"] == dex
+    assert summary["fillRate"] == round(summary["confirmed"] / (summary["confirmed"] + summary["failed"]), 4)
+    latency = summary["latencySeconds"]
+    assert 0 < latency["p50"] <= latency["p90"] <= latency["p99"] <= latency["max"]
