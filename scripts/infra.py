@@ -109,6 +109,8 @@ def ensure_packages() -> None:
         missing.append("redis-server")
     if not shutil.which("nginx"):
         missing.append("nginx-light")
+    if not shutil.which("prometheus"):  # only the tests use it: a real scrape of every service
+        missing.append("prometheus")
     if missing:
         apt_install(*missing)
 
