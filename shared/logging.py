@@ -1,10 +1,12 @@
 """One JSON object per log line, from our code and from the libraries alike (structlog over stdlib logging).
 
 Bind `orderId` and `correlationId` once per request or message with `bind_contextvars`; every line logged
-while handling it carries them."""
+while handling it carries them. No input can break or forge a line (control characters are replaced,
+strings capped) and no client address is logged whole (IPv4 to its /24, IPv6 to its /48)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import sys
 from typing import Any
@@ -22,6 +24,33 @@ def _sanitise(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
         if isinstance(value, str):
             cleaned = "".join(ch if ch.isprintable() else " " for ch in value)
             event[key] = cleaned[:MAX_FIELD_CHARS]
+    return event
+
+
+def truncate_ip(address: str) -> str:
+    """An address reduced to its network (/24 or /48): enough to see a pattern, not to name a person."""
+    host = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
+    try:
+        ip = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return "unknown"
+    prefix = 24 if ip.version == 4 else 48
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def _access_fields(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """uvicorn's access lines become fields (method, path, status) with the client address truncated."""
+    record = event.get("_record")
+    args = event.pop("positional_args", None)
+    if record is not None and record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+        client, method, path, _version, status = args
+        event.update(
+            event="http.request",
+            method=method,
+            path=str(path).split("?", 1)[0],
+            status=status,
+            client=truncate_ip(str(client)),
+        )
     return event
 
 
@@ -46,7 +75,8 @@ def configure_logging(service: str, level: str = "info") -> logging.Handler:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared,
+        foreign_pre_chain=[*shared, _access_fields],
+        pass_foreign_args=True,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info,
