@@ -32,8 +32,10 @@ class Subscription:
         self.order_id = order_id
         self.queue: asyncio.Queue[StatusEvent] = asyncio.Queue(maxsize)
         self.overflowed = asyncio.Event()
+        self.received = asyncio.Event()  # set by the first event offered (used by the test-only hold)
 
     def offer(self, event: StatusEvent) -> None:
+        self.received.set()
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -41,9 +43,9 @@ class Subscription:
 
 
 class Hub:
-    def __init__(self, settings: Settings, *, queue_size: int = 256) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._queue_size = queue_size
+        self._queue_size = settings.ws_send_queue
         self._subscriptions: dict[UUID, set[Subscription]] = defaultdict(set)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
