@@ -6,7 +6,8 @@ interface cannot express, handed to the app as the scope extension `notifier.tra
 - `abort()`, to drop a client whose socket no longer drains (a close frame cannot be written to a full buffer,
   and `transport.close()` would wait for that buffer to flush first).
 
-It also bounds the socket's write buffer (`WS_WRITE_BUFFER_BYTES`): past it, uvicorn's send waits, and the
+It also bounds the socket's write buffers, asyncio's and the kernel's (`WS_WRITE_BUFFER_BYTES` each): past
+them, uvicorn's send waits, and the
 app's send timeout turns that wait into a disconnect. uvicorn's own keepalive is off
 (`ws_ping_interval=None`): the app owns the heartbeat (see `notifier.ws`).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -62,6 +64,9 @@ def protocol_class(write_buffer_bytes: int) -> type[WebSocketsSansIOProtocol]:
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)
             self.transport.set_write_buffer_limits(high=write_buffer_bytes)
+            sock = transport.get_extra_info("socket")
+            if sock is not None:  # and the kernel's: autotuned, it would hold megabytes per stalled client
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, write_buffer_bytes)
 
         def handle_connect(self, event: Request) -> None:
             super().handle_connect(event)
