@@ -559,3 +559,23 @@ async def test_the_notifier_counts_connections_deliveries_and_their_latency(
     await wait_for(settled, timeout=20, what="the connection gauge to drop back")
     assert await notifier.metric("ws_events_delivered_total") == before["ws_events_delivered_total"] + 3
     assert await notifier.metric("ws_delivery_seconds_count") == before["ws_delivery_seconds_count"] + 3
+
+
+async def test_two_hundred_clients_on_one_notifier_all_get_their_complete_streams(
+    stack: Stack, driver: Driver
+) -> None:
+    """A modest load check through the proxy (the 1,000-client run is benchmarks/ws_fanout.py)."""
+    orders = list(await asyncio.gather(*(driver.create() for _ in range(200))))
+    clients = list(
+        await asyncio.gather(*(connect(f"{stack.ws_url}?orderId={o}", open_timeout=30) for o in orders))
+    )
+    try:
+        snapshots = await asyncio.gather(*(recv(ws) for ws in clients))
+        assert {s["seq"] for s in snapshots} == {1}
+        for status in LIFECYCLE:
+            await asyncio.gather(*(driver.advance(o, status) for o in orders))
+        streams = await asyncio.gather(*(read_to_close(ws, timeout=30) for ws in clients))
+    finally:
+        await asyncio.gather(*(ws.close() for ws in clients))
+    assert all(seqs(stream) == [2, 3, 4, 5] for stream in streams)
+    assert all(ws.close_code == 1000 for ws in clients)
