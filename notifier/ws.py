@@ -83,6 +83,7 @@ class OrderStream:
         self.loop = asyncio.get_running_loop()
         self.last_seq = 0
         self.last_heard = self.loop.time()  # loop time of the client's last message
+        self.hold_floor: int | None = None
 
     async def send(self, message: dict[str, Any]) -> None:
         try:
@@ -92,16 +93,28 @@ class OrderStream:
             raise TooSlow from None
 
     async def run(self, last_seq: int | None) -> None:
-        if self.settings.ws_test_hold_snapshot and self.settings.env == "test":
-            # Test hook: widen the subscribe → snapshot window until an event has landed in it.
+        if self.hold_floor is not None:
             with suppress(TimeoutError):
-                await asyncio.wait_for(self.subscription.received.wait(), HOLD_TIMEOUT_S)
+                await asyncio.wait_for(self._hold(self.hold_floor), HOLD_TIMEOUT_S)
         if not await self.send_snapshot(last_seq):
             return
         outcome = await self._follow()
         if outcome is not None:
             code, error, message = outcome
             await self._shut(code, error, message)
+
+    async def prepare_hold(self) -> None:
+        """Test hook (ENV=test, WS_TEST_HOLD_SNAPSHOT), before the handshake completes: note the seq Postgres
+        has now, so that `run` can hold the subscribe → snapshot window open until a newer event has landed
+        in it (an older one, still in flight from before, does not count)."""
+        if self.settings.ws_test_hold_snapshot and self.settings.env == "test":
+            found = await repository.snapshot(self.pool, self.subscription.order_id)
+            self.hold_floor = found[1] if found else 0
+
+    async def _hold(self, floor: int) -> None:
+        while self.subscription.newest_seq <= floor:
+            self.subscription.offered.clear()
+            await self.subscription.offered.wait()
 
     async def send_snapshot(self, last_seq: int | None) -> bool:
         """Sends the snapshot; False when the stream is over (unknown order, or already terminal)."""
@@ -116,7 +129,7 @@ class OrderStream:
         await self.send(
             {"type": "snapshot", "orderId": str(order_id), "status": status.value, "seq": seq, "logs": logs}
         )
-        self.last_seq = seq
+        self.last_seq = max(seq, last_seq or 0)  # never resend what the client says it has
         if status.terminal:
             await self.ws.close(CLOSE_NORMAL)
             return False
@@ -276,9 +289,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             subscription = hub.subscribe(order_id)  # before the snapshot: see notifier.service
             try:
+                stream = OrderStream(ws, subscription, settings)
+                await stream.prepare_hold()
                 await ws.accept()
                 with WS_CONNECTIONS.track_inprogress():
-                    await OrderStream(ws, subscription, settings).run(last_seq)
+                    await stream.run(last_seq)
             except WebSocketDisconnect:
                 pass
             finally:

@@ -130,7 +130,7 @@ class Notifier:
 @dataclass
 class Notifiers:
     plain: Notifier  # defaults, small socket buffers: the slow-client cut, the second notifier, the SIGKILL
-    fast: Notifier  # 300 ms heartbeat, three connections per process at most
+    fast: Notifier  # 400 ms heartbeat, three connections per process at most
     hold: Notifier  # the test-only hold between subscribing and reading the snapshot
 
 
@@ -145,7 +145,7 @@ async def notifiers(stack: Stack) -> AsyncIterator[Notifiers]:
         fast=Notifier(
             "notifier-fast",
             free_port(),
-            {"PING_INTERVAL": "300", "PONG_TIMEOUT": "300", "WS_MAX_CONNECTIONS": "3"},
+            {"PING_INTERVAL": "400", "PONG_TIMEOUT": "400", "WS_MAX_CONNECTIONS": "3"},
         ),
         hold=Notifier("notifier-hold", free_port(), {"WS_TEST_HOLD_SNAPSHOT": "true"}),
     )
@@ -344,7 +344,7 @@ class RawClient:
 async def test_heartbeat_keeps_answering_clients_and_closes_a_silent_one(
     driver: Driver, notifiers: Notifiers
 ) -> None:
-    """PING_INTERVAL = PONG_TIMEOUT = 300 ms. A client answering only protocol pings (the websockets
+    """PING_INTERVAL = PONG_TIMEOUT = 400 ms. A client answering only protocol pings (the websockets
     library does that by itself) and one answering only {"type":"pong"} both stay; one answering nothing is
     closed with 4408 after two missed heartbeats."""
     notifier = notifiers.fast
@@ -356,16 +356,16 @@ async def test_heartbeat_keeps_answering_clients_and_closes_a_silent_one(
     async with connect(url, open_timeout=10) as protocol_level:
         start = time.monotonic()
         silent_run = asyncio.create_task(silent.run(start + 20))
-        app_level_run = asyncio.create_task(app_level.run(start + 20, max_pings=8))
+        app_level_run = asyncio.create_task(app_level.run(start + 20, max_pings=6))
         protocol_pings = 0
-        while protocol_pings < 8:  # 8 heartbeats, 2.4 s: four times what it takes to cut a silent client
+        while protocol_pings < 6:  # 6 heartbeats, 2.4 s: twice what it takes to cut a silent client (1.2 s)
             if json.loads(await asyncio.wait_for(protocol_level.recv(), 10))["type"] == "ping":
                 protocol_pings += 1
         await asyncio.gather(silent_run, app_level_run)
     assert silent.close_code == 4408, silent.messages
     assert silent.messages[-1]["type"] == "error" and silent.messages[-1]["error"] == "heartbeat_timeout"
     assert silent.pings == 2, "closed after exactly two unanswered heartbeats"
-    assert app_level.close_code is None and app_level.pings == 8
+    assert app_level.close_code is None and app_level.pings == 6
     assert protocol_level.close_code == 1000, "closed by the client, not by the server"
 
 
