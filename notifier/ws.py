@@ -96,9 +96,14 @@ class OrderStream:
         if self.hold_floor is not None:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._hold(self.hold_floor), HOLD_TIMEOUT_S)
-        if not await self.send_snapshot(last_seq):
-            return
-        outcome = await self._follow()
+        outcome: tuple[int, str, str] | None
+        try:
+            if not await self.send_snapshot(last_seq):
+                return
+        except TooSlow:
+            outcome = CLOSE_TOO_SLOW, "too_slow", "the client did not take its snapshot"
+        else:
+            outcome = await self._follow()
         if outcome is not None:
             code, error, message = outcome
             await self._shut(code, error, message)

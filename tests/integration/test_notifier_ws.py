@@ -182,6 +182,20 @@ def seqs(messages: list[dict[str, Any]]) -> list[int]:
     return [int(m["seq"]) for m in messages]
 
 
+# --- 1. refusals of the request itself (invalid and unknown orderId: tests/integration/test_http.py) -------
+
+
+@pytest.mark.parametrize("query", ["", "orderId=", "orderId=12345", "orderId={order}&lastSeq=three"])
+async def test_a_malformed_request_gets_invalid_body_then_4400(
+    stack: Stack, driver: Driver, query: str
+) -> None:
+    order_id = await driver.create()
+    async with connect(f"{stack.ws_url}?{query.format(order=order_id)}", open_timeout=10) as ws:
+        messages = await read_to_close(ws)
+    assert [(m["type"], m["error"]) for m in messages] == [("error", "invalid_body")]
+    assert ws.close_code == 4400
+
+
 # --- 2. the snapshot-then-live race ----------------------------------------------------------------------
 
 
