@@ -74,24 +74,33 @@ async def place_orders(stack: Stack, count: int) -> list[str]:
 
 
 class Follower:
-    """One client: connects, reads the snapshot, then records each live event's delivery latency."""
+    """One client: connects, reads the snapshot, then records each live event's delivery latency. Like a
+    real client it reconnects with lastSeq if the connection ends abnormally (counted in `reconnects`)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.seqs: list[int] = []
         self.latencies: list[float] = []
         self.close_code: int | None = None
+        self.reconnects = 0
         self.connected = asyncio.Event()
 
     async def run(self, gate: asyncio.Semaphore) -> None:
         try:
-            async with gate:
-                ws = await connect(self.url, open_timeout=60, ping_interval=None)
-                snapshot = json.loads(await ws.recv())
-                self.seqs += [e["seq"] for e in snapshot["logs"]]
+            while self.close_code != 1000 and self.reconnects <= 3:
+                await self._follow(gate)
+                self.reconnects += self.close_code != 1000
         finally:
             self.connected.set()
+
+    async def _follow(self, gate: asyncio.Semaphore) -> None:
+        url = f"{self.url}&lastSeq={self.seqs[-1]}" if self.seqs else self.url
         try:
+            async with gate:
+                ws = await connect(url, open_timeout=60, ping_interval=None)
+                snapshot = json.loads(await ws.recv())
+                self.seqs += [e["seq"] for e in snapshot["logs"]]
+            self.connected.set()
             async for raw in ws:
                 received = datetime.now(UTC)
                 message: dict[str, Any] = json.loads(raw)
@@ -100,8 +109,9 @@ class Follower:
                 self.seqs.append(message["seq"])
                 at = datetime.fromisoformat(message["at"].replace("Z", "+00:00"))
                 self.latencies.append((received - at).total_seconds())
-        except ConnectionClosed:
-            pass
+        except (ConnectionClosed, OSError, TimeoutError):
+            self.close_code = None
+            return
         self.close_code = ws.close_code
 
     @property
@@ -154,7 +164,8 @@ async def main(clients: int) -> None:
 
         complete = sum(f.complete for f in followers)
         latencies = [x for f in followers for x in f.latencies]
-        out(f"streams complete (seq 1..5 once, close 1000): {complete}/{clients}")
+        reconnects = sum(f.reconnects for f in followers)
+        out(f"streams complete (seq 1..5 once, close 1000): {complete}/{clients}; reconnects: {reconnects}")
         out(f"live events delivered: {len(latencies)} in {elapsed:.1f}s after the router started")
         if latencies:
             p50, p99 = (percentile(latencies, p) * 1000 for p in (50, 99))

@@ -10,7 +10,8 @@ The contract (README "Watch it" and docs/architecture.md "Notifier fan-out"):
   and no repeat; `ping` {"type":"ping"} every PING_INTERVAL; `error` (the common envelope) before a close
   for a reason other than the end of the order.
 - Close codes: 1000 after the terminal event (or right after the snapshot of a terminal order); 4400 invalid
-  orderId or lastSeq; 4404 unknown order; 4408 heartbeat timeout; 1013 a client that reads too slowly.
+  orderId or lastSeq; 4404 unknown order; 4408 heartbeat timeout; 1013 a client that reads too slowly;
+  1011 `service_unavailable` when Postgres fails us (reconnect with lastSeq).
 - Heartbeat: every PING_INTERVAL the server sends a protocol ping frame and {"type":"ping"}. Any answer
   within PONG_TIMEOUT counts: a pong frame (every RFC 6455 client sends it by itself), {"type":"pong"}, or
   any other message. Two heartbeats in a row without an answer close the socket (4408). A client may also
@@ -25,6 +26,7 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request, WebSocket
 from prometheus_client import make_asgi_app
@@ -52,11 +54,13 @@ from shared.metrics import WS_CONNECTIONS, WS_DELIVERY_SECONDS, WS_EVENTS_DELIVE
 logger = get_logger(__name__)
 
 CLOSE_NORMAL = 1000
+CLOSE_UNAVAILABLE = 1011
 CLOSE_TOO_SLOW = 1013
 CLOSE_INVALID = 4400
 CLOSE_NOT_FOUND = 4404
 CLOSE_HEARTBEAT = 4408
 HOLD_TIMEOUT_S = 30.0
+DEPENDENCY_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 class TooSlow(Exception):
@@ -106,7 +110,7 @@ class OrderStream:
             outcome = await self._follow()
         if outcome is not None:
             code, error, message = outcome
-            await self._shut(code, error, message)
+            await self.shut(code, error, message)
 
     async def prepare_hold(self) -> None:
         """Test hook (ENV=test, WS_TEST_HOLD_SNAPSHOT), before the handshake completes: note the seq Postgres
@@ -126,7 +130,7 @@ class OrderStream:
         order_id = self.subscription.order_id
         found = await repository.snapshot(self.pool, order_id)
         if found is None:
-            await self._shut(CLOSE_NOT_FOUND, "not_found", f"order {order_id} not found")
+            await self.shut(CLOSE_NOT_FOUND, "not_found", f"order {order_id} not found")
             return False
         status, seq, logs = found
         if last_seq is not None:
@@ -230,7 +234,7 @@ class OrderStream:
             answered = self.last_heard >= sent or (self.link is not None and self.link.last_pong >= sent)
             misses = 0 if answered else misses + 1
 
-    async def _shut(self, code: int, error: str, message: str) -> None:
+    async def shut(self, code: int, error: str, message: str) -> None:
         """Send the error envelope and close with `code`; a socket that does not drain is dropped instead."""
         if code in (CLOSE_TOO_SLOW, CLOSE_HEARTBEAT):
             logger.info("ws.closed", reason=error, orderId=str(self.subscription.order_id))
@@ -301,6 +305,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await stream.run(last_seq)
             except WebSocketDisconnect:
                 pass
+            except DEPENDENCY_ERRORS as exc:  # Postgres refused or timed out: the client should come back
+                logger.warning(
+                    "ws.dependency_failed", orderId=str(order_id), error=f"{type(exc).__name__}: {exc}"
+                )
+                with suppress(WebSocketDisconnect, RuntimeError, OSError):
+                    await stream.shut(CLOSE_UNAVAILABLE, "service_unavailable", "try again shortly (lastSeq)")
             finally:
                 hub.unsubscribe(subscription)
         finally:
