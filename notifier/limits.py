@@ -21,9 +21,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def trusted_proxies(settings: Settings) -> list[Network]:
     """The proxies whose X-Forwarded-For we believe. Read through getattr: the setting is shared with ingress
-    (issue 3), which may declare it on its own; either declaration works."""
-    cidrs: Iterable[str] = getattr(settings, "trusted_proxies", None) or ("127.0.0.1/32",)
-    return [ipaddress.ip_network(c.strip(), strict=False) for c in cidrs]
+    (issue 3), which may declare it on its own, as a list or a comma-separated string; either works."""
+    value: str | Iterable[str] = getattr(settings, "trusted_proxies", None) or ("127.0.0.1/32",)
+    cidrs = value.split(",") if isinstance(value, str) else value
+    return [ipaddress.ip_network(c.strip(), strict=False) for c in cidrs if c.strip()]
 
 
 def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -32,6 +32,11 @@ def test_the_default_trusts_only_the_local_proxy() -> None:
     assert [str(n) for n in trusted_proxies(Settings())] == ["127.0.0.1/32"]
 
 
+def test_trusted_proxies_may_also_come_as_a_comma_separated_string() -> None:
+    settings = Settings().model_copy(update={"trusted_proxies": "127.0.0.1/32, 10.0.0.0/8"})
+    assert [str(n) for n in trusted_proxies(settings)] == ["127.0.0.1/32", "10.0.0.0/8"]
+
+
 def test_three_per_order_and_ip_then_a_refusal_and_a_release_frees_a_slot() -> None:
     limits = ConnectionLimits(per_order_ip=3, per_process=10)
     order, other = uuid.uuid4(), uuid.uuid4()
