@@ -32,8 +32,12 @@ class Subscription:
         self.order_id = order_id
         self.queue: asyncio.Queue[StatusEvent] = asyncio.Queue(maxsize)
         self.overflowed = asyncio.Event()
+        self.newest_seq = 0  # the highest seq offered, and an event per offer (for the test-only hold)
+        self.offered = asyncio.Event()
 
     def offer(self, event: StatusEvent) -> None:
+        self.newest_seq = max(self.newest_seq, event.seq)
+        self.offered.set()
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -41,9 +45,9 @@ class Subscription:
 
 
 class Hub:
-    def __init__(self, settings: Settings, *, queue_size: int = 256) -> None:
+    def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._queue_size = queue_size
+        self._queue_size = settings.ws_send_queue
         self._subscriptions: dict[UUID, set[Subscription]] = defaultdict(set)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None

@@ -1,19 +1,32 @@
-"""The notifier's app: WS /api/orders/execute?orderId=<uuid>[&lastSeq=n], plus /health and /ready.
+"""The notifier's app: WS /api/orders/execute?orderId=<uuid>[&lastSeq=n], plus /health, /ready and /metrics.
 
-Messages, each with a `type`: first `snapshot` {orderId, status, seq, logs}, then one `status` message per
-later event of the order, in seq order without gaps or repeats; after a terminal event the server closes
-with 1000. Errors use the common envelope with `type: "error"`, then a close code: 4400 invalid orderId,
-4404 unknown order, 1013 when the client reads too slowly.
+The contract (README "Watch it" and docs/architecture.md "Notifier fan-out"):
+
+- Handshake refusals, as HTTP responses carrying the error envelope (the socket is never opened):
+  429 `rate_limited` for a 4th concurrent connection to one orderId from one client IP, 503
+  `service_unavailable` when this process holds WS_MAX_CONNECTIONS.
+- Messages, each with a `type`: first `snapshot` {orderId, status, seq, logs} (logs after `lastSeq` if given,
+  at most ORDER_LOGS_MAX), then one `status` message per later event of the order in seq order, with no gap
+  and no repeat; `ping` {"type":"ping"} every PING_INTERVAL; `error` (the common envelope) before a close
+  for a reason other than the end of the order.
+- Close codes: 1000 after the terminal event (or right after the snapshot of a terminal order); 4400 invalid
+  orderId or lastSeq; 4404 unknown order; 4408 heartbeat timeout; 1013 a client that reads too slowly;
+  1011 `service_unavailable` when Postgres fails us (reconnect with lastSeq).
+- Heartbeat: every PING_INTERVAL the server sends a protocol ping frame and {"type":"ping"}. Any answer
+  within PONG_TIMEOUT counts: a pong frame (every RFC 6455 client sends it by itself), {"type":"pong"}, or
+  any other message. Two heartbeats in a row without an answer close the socket (4408). A client may also
+  send {"type":"ping"}; it gets {"type":"pong"}.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request, WebSocket
 from prometheus_client import make_asgi_app
@@ -21,69 +34,139 @@ from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
 from notifier import repository
+from notifier.limits import ConnectionLimits, Refusal, client_ip, trusted_proxies
 from notifier.service import Hub, Subscription
+from notifier.transport import EXTENSION, Link
 from shared.config import Settings, get_settings
 from shared.db import create_pool
-from shared.events import utcnow
+from shared.events import StatusEvent, utcnow
 from shared.health import check_postgres
-from shared.http import CorrelationMiddleware, error_body, install_error_handlers, json_response
+from shared.http import (
+    CorrelationMiddleware,
+    error_body,
+    error_response,
+    install_error_handlers,
+    json_response,
+)
 from shared.logging import get_logger
 from shared.metrics import WS_CONNECTIONS, WS_DELIVERY_SECONDS, WS_EVENTS_DELIVERED
 
 logger = get_logger(__name__)
 
+CLOSE_NORMAL = 1000
+CLOSE_UNAVAILABLE = 1011
+CLOSE_TOO_SLOW = 1013
 CLOSE_INVALID = 4400
 CLOSE_NOT_FOUND = 4404
-CLOSE_TOO_SLOW = 1013
+CLOSE_HEARTBEAT = 4408
+HOLD_TIMEOUT_S = 30.0
+DEPENDENCY_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
-async def send_json(ws: WebSocket, message: dict[str, Any]) -> None:
-    await ws.send_text(orjson.dumps(message).decode())
-
-
-async def send_error(ws: WebSocket, code: str, message: str, close_code: int) -> None:
-    await send_json(ws, {"type": "error", **error_body(code, message)})
-    await ws.close(close_code)
+class TooSlow(Exception):
+    """A send did not complete within WS_SEND_TIMEOUT_MS, or the client's queue overflowed."""
 
 
 def status_message(event: dict[str, Any]) -> dict[str, Any]:
     return {"type": "status", **event}
 
 
-class OrderStream:
-    """One WebSocket connection following one order."""
+def error_message(code: str, message: str) -> dict[str, Any]:
+    return {"type": "error", **error_body(code, message)}
 
-    def __init__(self, ws: WebSocket, subscription: Subscription, app: FastAPI) -> None:
+
+class OrderStream:
+    """One WebSocket connection following one order: snapshot, live events, heartbeat, slow-client cut."""
+
+    def __init__(self, ws: WebSocket, subscription: Subscription, settings: Settings) -> None:
         self.ws = ws
         self.subscription = subscription
-        self.pool = app.state.pool
+        self.settings = settings
+        self.pool = ws.app.state.pool
+        self.link: Link | None = ws.scope.get("extensions", {}).get(EXTENSION)
+        self.loop = asyncio.get_running_loop()
         self.last_seq = 0
+        self.last_heard = self.loop.time()  # loop time of the client's last message
+        self.hold_floor: int | None = None
+
+    async def send(self, message: dict[str, Any]) -> None:
+        try:
+            async with asyncio.timeout(self.settings.ws_send_timeout_ms / 1000):
+                await self.ws.send_text(orjson.dumps(message).decode())
+        except TimeoutError:
+            raise TooSlow from None
+
+    async def run(self, last_seq: int | None) -> None:
+        if self.hold_floor is not None:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._hold(self.hold_floor), HOLD_TIMEOUT_S)
+        outcome: tuple[int, str, str] | None
+        try:
+            if not await self.send_snapshot(last_seq):
+                return
+        except TooSlow:
+            outcome = CLOSE_TOO_SLOW, "too_slow", "the client did not take its snapshot"
+        else:
+            outcome = await self._follow()
+        if outcome is not None:
+            code, error, message = outcome
+            await self.shut(code, error, message)
+
+    async def prepare_hold(self) -> None:
+        """Test hook (ENV=test, WS_TEST_HOLD_SNAPSHOT), before the handshake completes: note the seq Postgres
+        has now, so that `run` can hold the subscribe → snapshot window open until a newer event has landed
+        in it (an older one, still in flight from before, does not count)."""
+        if self.settings.ws_test_hold_snapshot and self.settings.env == "test":
+            found = await repository.snapshot(self.pool, self.subscription.order_id)
+            self.hold_floor = found[1] if found else 0
+
+    async def _hold(self, floor: int) -> None:
+        while self.subscription.newest_seq <= floor:
+            self.subscription.offered.clear()
+            await self.subscription.offered.wait()
 
     async def send_snapshot(self, last_seq: int | None) -> bool:
-        """Sends the snapshot; False if the order is unknown (an error was sent and the socket closed)."""
-        found = await repository.snapshot(self.pool, self.subscription.order_id)
+        """Sends the snapshot; False when the stream is over (unknown order, or already terminal)."""
+        order_id = self.subscription.order_id
+        found = await repository.snapshot(self.pool, order_id)
         if found is None:
-            await send_error(
-                self.ws, "not_found", f"order {self.subscription.order_id} not found", CLOSE_NOT_FOUND
-            )
+            await self.shut(CLOSE_NOT_FOUND, "not_found", f"order {order_id} not found")
             return False
         status, seq, logs = found
         if last_seq is not None:
             logs = [e for e in logs if e["seq"] > last_seq]
-        await send_json(
-            self.ws,
-            {
-                "type": "snapshot",
-                "orderId": str(self.subscription.order_id),
-                "status": status.value,
-                "seq": seq,
-                "logs": logs,
-            },
+        await self.send(
+            {"type": "snapshot", "orderId": str(order_id), "status": status.value, "seq": seq, "logs": logs}
         )
-        self.last_seq = seq
+        self.last_seq = max(seq, last_seq or 0)  # never resend what the client says it has
         if status.terminal:
-            await self.ws.close(1000)
-        return not status.terminal
+            await self.ws.close(CLOSE_NORMAL)
+            return False
+        return True
+
+    async def _follow(self) -> tuple[int, str, str] | None:
+        """Forward events while listening to the client and keeping the heartbeat; the first to finish
+        decides: None (terminal sent, or the client left) or the (close code, error, message) to end with."""
+        forward = asyncio.create_task(self.forward())
+        listen = asyncio.create_task(self.listen())
+        heartbeat = asyncio.create_task(self.heartbeat())
+        overflow = asyncio.create_task(self.subscription.overflowed.wait())
+        tasks = {forward, listen, heartbeat, overflow}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            errors = [e for e in (t.exception() for t in done if t is not overflow) if e is not None]
+            for error in errors:
+                if not isinstance(error, TooSlow):
+                    raise error  # WebSocketDisconnect is handled by the caller; anything else is a bug
+            if overflow in done or errors:
+                return CLOSE_TOO_SLOW, "too_slow", "the client did not keep up with its events"
+            if heartbeat in done:
+                return CLOSE_HEARTBEAT, "heartbeat_timeout", "no pong to two consecutive pings"
+            return None
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def forward(self) -> None:
         """Send live events until the terminal one, then close normally."""
@@ -94,13 +177,16 @@ class OrderStream:
                 continue
             if event.seq > self.last_seq + 1:
                 await self._catch_up(event.seq)
-            await send_json(self.ws, status_message(event.to_dict()))
-            WS_EVENTS_DELIVERED.inc()
-            WS_DELIVERY_SECONDS.observe((utcnow() - event.at).total_seconds())
-            self.last_seq = event.seq
+            await self._deliver(event.to_dict(), event)
             if event.status.terminal:
-                await self.ws.close(1000)
+                await self.ws.close(CLOSE_NORMAL)
                 return
+
+    async def _deliver(self, payload: dict[str, Any], event: StatusEvent) -> None:
+        await self.send(status_message(payload))
+        WS_EVENTS_DELIVERED.inc()
+        WS_DELIVERY_SECONDS.observe(max(0.0, (utcnow() - event.at).total_seconds()))
+        self.last_seq = event.seq
 
     async def _catch_up(self, before_seq: int) -> None:
         """Fill a gap (an event this process never saw) from the durable log."""
@@ -108,8 +194,7 @@ class OrderStream:
         logs = found[2] if found else []
         for entry in logs:
             if self.last_seq < entry["seq"] < before_seq:
-                await send_json(self.ws, status_message(entry))
-                self.last_seq = entry["seq"]
+                await self._deliver(entry, StatusEvent.model_validate(entry))
         if self.last_seq + 1 < before_seq:
             logger.warning(
                 "ws.gap_unfillable",
@@ -118,21 +203,67 @@ class OrderStream:
                 next=before_seq,
             )
 
-    async def drain_client(self) -> None:
-        """Read (and for now ignore) client messages until it disconnects."""
+    async def listen(self) -> None:
+        """Read client messages until it leaves: each one is a sign of life; {"type":"ping"} gets a pong."""
         while True:
             message = await self.ws.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            self.last_heard = self.loop.time()
+            text = message.get("text")
+            if text and '"ping"' in text:
+                with suppress(orjson.JSONDecodeError):
+                    body = orjson.loads(text)
+                    if isinstance(body, dict) and body.get("type") == "ping":
+                        await self.send({"type": "pong"})
+
+    async def heartbeat(self) -> None:
+        """Ping every PING_INTERVAL (a ping frame and {"type":"ping"}); return after two unanswered ones."""
+        interval = self.settings.ping_interval / 1000
+        timeout = self.settings.pong_timeout / 1000
+        misses = 0
+        next_ping = self.loop.time() + interval
+        while misses < 2:
+            await asyncio.sleep(max(0.0, next_ping - self.loop.time()))
+            sent = self.loop.time()
+            next_ping = sent + interval
+            if self.link is not None:
+                self.link.ping()
+            await self.send({"type": "ping"})
+            await asyncio.sleep(timeout)
+            answered = self.last_heard >= sent or (self.link is not None and self.link.last_pong >= sent)
+            misses = 0 if answered else misses + 1
+
+    async def shut(self, code: int, error: str, message: str) -> None:
+        """Send the error envelope and close with `code`; a socket that does not drain is dropped instead."""
+        if code in (CLOSE_TOO_SLOW, CLOSE_HEARTBEAT):
+            logger.info("ws.closed", reason=error, orderId=str(self.subscription.order_id))
+        if self.link is not None and self.link.buffered_bytes > 0 and code == CLOSE_TOO_SLOW:
+            self.link.abort()  # a close frame would queue behind what the client is not reading
+            return
+        try:
+            await self.send(error_message(error, message))
+            async with asyncio.timeout(self.settings.ws_send_timeout_ms / 1000):
+                await self.ws.close(code)
+        except (TooSlow, TimeoutError):
+            if self.link is not None:
+                self.link.abort()
+            return
+        if code == CLOSE_HEARTBEAT and self.link is not None:
+            self.link.close()  # flush the close frame, then hang up: a silent peer will not answer it
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    proxies = trusted_proxies(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(settings.database_url, max_size=20)
         app.state.hub = Hub(settings)
+        app.state.limits = ConnectionLimits(
+            per_order_ip=settings.ws_max_per_order_ip, per_process=settings.ws_max_connections
+        )
         await app.state.hub.start()
         try:
             yield
@@ -147,27 +278,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.websocket("/api/orders/execute")
     async def order_updates(ws: WebSocket) -> None:
-        await ws.accept()
         raw_id, raw_last = ws.query_params.get("orderId"), ws.query_params.get("lastSeq")
         try:
             order_id = UUID(raw_id or "")
             last_seq = int(raw_last) if raw_last is not None else None
         except ValueError:
-            await send_error(
-                ws, "invalid_body", "orderId must be a UUID and lastSeq an integer", CLOSE_INVALID
-            )
+            await ws.accept()
+            message = error_message("invalid_body", "orderId must be a UUID and lastSeq an integer")
+            await ws.send_text(orjson.dumps(message).decode())
+            await ws.close(CLOSE_INVALID)
+            return
+        ip = client_ip(ws.client.host if ws.client else None, ws.headers.get("x-forwarded-for"), proxies)
+        limits: ConnectionLimits = ws.app.state.limits
+        refusal = limits.acquire(ip, order_id)
+        if refusal is not None:
+            await ws.send_denial_response(_refusal_response(refusal, settings))
             return
         hub: Hub = ws.app.state.hub
-        subscription = hub.subscribe(order_id)  # before the snapshot: see notifier.service
-        stream = OrderStream(ws, subscription, ws.app)
         try:
-            with WS_CONNECTIONS.track_inprogress():
-                if await stream.send_snapshot(last_seq):
-                    await _follow(stream)
-        except WebSocketDisconnect:
-            pass
+            subscription = hub.subscribe(order_id)  # before the snapshot: see notifier.service
+            try:
+                stream = OrderStream(ws, subscription, settings)
+                await stream.prepare_hold()
+                await ws.accept()
+                with WS_CONNECTIONS.track_inprogress():
+                    await stream.run(last_seq)
+            except WebSocketDisconnect:
+                pass
+            except DEPENDENCY_ERRORS as exc:  # Postgres refused or timed out: the client should come back
+                logger.warning(
+                    "ws.dependency_failed", orderId=str(order_id), error=f"{type(exc).__name__}: {exc}"
+                )
+                with suppress(WebSocketDisconnect, RuntimeError, OSError):
+                    await stream.shut(CLOSE_UNAVAILABLE, "service_unavailable", "try again shortly (lastSeq)")
+            finally:
+                hub.unsubscribe(subscription)
         finally:
-            hub.unsubscribe(subscription)
+            limits.release(ip, order_id)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -186,22 +333,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _follow(stream: OrderStream) -> None:
-    """Forward events while watching for the client leaving or falling behind; whichever ends first wins."""
-    tasks = {
-        asyncio.create_task(stream.forward()),
-        asyncio.create_task(stream.drain_client()),
-        asyncio.create_task(stream.subscription.overflowed.wait()),
-    }
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        if stream.subscription.overflowed.is_set():
-            await send_error(
-                stream.ws, "too_slow", "the client did not keep up with its events", CLOSE_TOO_SLOW
-            )
-        for task in done:
-            task.result()
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+def _refusal_response(refusal: Refusal, settings: Settings) -> Response:
+    if refusal is Refusal.PER_ORDER_IP:
+        return error_response(
+            429,
+            "rate_limited",
+            f"at most {settings.ws_max_per_order_ip} concurrent connections per order per client",
+        )
+    response = error_response(503, "service_unavailable", "this notifier is at its connection limit")
+    response.headers["Retry-After"] = "1"
+    return response

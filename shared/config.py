@@ -50,6 +50,23 @@ class Settings(BaseSettings):
     executor_metrics_port: int = Field(9102, description="Prometheus /metrics of the executor process.")
     metrics_host: str = "127.0.0.1"
 
+    # Notifier (issue 5). PING_INTERVAL and PONG_TIMEOUT (seed §14, above) drive its heartbeat.
+    trusted_proxies: list[str] = Field(
+        ["127.0.0.1/32"],
+        description="CIDRs of proxies whose X-Forwarded-For names the client (JSON list in the environment).",
+    )
+    ws_max_connections: int = Field(5000, ge=1, description="WebSocket connections per notifier process.")
+    ws_max_per_order_ip: int = Field(3, ge=1, description="Concurrent WebSockets per orderId per client IP.")
+    ws_send_queue: int = Field(256, ge=1, description="Events queued per WebSocket client before it is cut.")
+    ws_write_buffer_bytes: int = Field(
+        65536, ge=1024, description="Unsent bytes per WebSocket socket before sends wait (then time out)."
+    )
+    ws_send_timeout_ms: int = Field(5000, ge=1, description="A send blocked this long cuts a slow client.")
+    ws_test_hold_snapshot: bool = Field(
+        False,
+        description="Test only (ENV=test): after subscribing, wait for a live event before the snapshot.",
+    )
+
     # Orders.
     order_deadline_ms: int = Field(30000, ge=1)
     order_logs_max: int = Field(50, ge=5, description="Events kept in an order's `logs` array.")
