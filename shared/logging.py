@@ -16,14 +16,22 @@ import structlog
 from structlog.types import EventDict, WrappedLogger
 
 MAX_FIELD_CHARS = 512
+MAX_TRACEBACK_CHARS = 8000
 
 
 def _sanitise(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    """Cap strings and strip control characters so that no input can forge or break a log line."""
+    """Cap strings and strip control characters so that no input can forge or break a log line.
+
+    A traceback keeps its line breaks (JSON escapes them) and its end, where the actual error is."""
     for key, value in event.items():
-        if isinstance(value, str):
-            cleaned = "".join(ch if ch.isprintable() else " " for ch in value)
-            event[key] = cleaned[:MAX_FIELD_CHARS]
+        if not isinstance(value, str):
+            continue
+        if key == "exception":
+            event[key] = "".join(ch if ch.isprintable() or ch == "\n" else " " for ch in value)[
+                -MAX_TRACEBACK_CHARS:
+            ]
+        else:
+            event[key] = "".join(ch if ch.isprintable() else " " for ch in value)[:MAX_FIELD_CHARS]
     return event
 
 

@@ -68,3 +68,17 @@ def test_access_lines_carry_fields_and_no_whole_client_address(lines: Lines) -> 
 )
 def test_truncate_ip(raw: str, expected: str) -> None:
     assert truncate_ip(raw) == expected
+
+
+def test_a_long_traceback_keeps_its_end_where_the_error_is(lines: Lines) -> None:
+    def deep(n: int) -> None:
+        if n == 0:
+            raise ValueError("the actual error")
+        deep(n - 1)
+
+    try:
+        deep(200)
+    except ValueError:
+        get_logger("x").exception("boom")
+    [line] = lines()
+    assert str(line["exception"]).rstrip().endswith("ValueError: the actual error")
