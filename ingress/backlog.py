@@ -90,8 +90,9 @@ class BacklogProbe:
             return self._sample
 
     async def _measure(self) -> int:
-        await self._consumer.topics()  # a metadata round trip: proves the broker answers right now
-        partitions = self._consumer.partitions_for_topic(self._topic) or set()
+        # A metadata round trip: proves the broker answers right now, and lists the topic's partitions.
+        described = await self._admin.describe_topics([self._topic])
+        partitions = [p["partition"] for d in described if d["topic"] == self._topic for p in d["partitions"]]
         tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
         lag = 0
         if tps:
