@@ -15,7 +15,12 @@ from dataclasses import dataclass
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    CoordinatorLoadInProgressError,
+    GroupCoordinatorNotAvailableError,
+    KafkaError,
+    NotCoordinatorForGroupError,
+)
 
 from ingress import repository
 from shared.config import Settings
@@ -25,6 +30,11 @@ from shared.topics import ORDERS
 
 logger = get_logger(__name__)
 ROUTER_GROUP = "order-engine-router"
+COORDINATOR_ERRORS = (
+    GroupCoordinatorNotAvailableError,
+    CoordinatorLoadInProgressError,
+    NotCoordinatorForGroupError,
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,7 @@ class BacklogProbe:
         )
         self._lock = asyncio.Lock()
         self._sample: Sample | None = None
+        self._last_lag = 0
 
     async def start(self) -> None:
         await self._admin.start()
@@ -97,8 +108,16 @@ class BacklogProbe:
         lag = 0
         if tps:
             ends = await self._consumer.end_offsets(tps)
-            committed = await self._admin.list_consumer_group_offsets(self._group, partitions=tps)
-            for tp in tps:
-                done = committed[tp].offset if tp in committed else -1
-                lag += max(0, ends[tp] - max(done, 0))
+            try:
+                committed = await self._admin.list_consumer_group_offsets(self._group, partitions=tps)
+            except COORDINATOR_ERRORS as exc:
+                # The broker answers but its group coordinator is not ready (a fresh or restarted broker
+                # loading __consumer_offsets): keep the last known lag rather than refuse orders.
+                logger.info("backlog.coordinator_unavailable", error=repr(exc))
+                lag = self._last_lag
+            else:
+                for tp in tps:
+                    done = committed[tp].offset if tp in committed else -1
+                    lag += max(0, ends[tp] - max(done, 0))
+        self._last_lag = lag
         return lag + await repository.count_unpublished(self._pool)
