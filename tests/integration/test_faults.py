@@ -1,6 +1,6 @@
 """Faults on a stack of its own, pointed at a throwaway Redis and a throwaway Kafka broker that these tests
-stop and start (the shared engines are never touched): Redis down, Kafka down, and an ingress killed
-between its commit and the relay's publish."""
+stop and start (the shared engines are never touched): Redis down, Kafka down, Postgres cut off (through a
+forwarder the test controls), and an ingress killed between its commit and the relay's publish."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 
 from tests.fixtures.orders import TERMINAL, client_ip, fetch, order_body, wait_terminal
 from tests.fixtures.stack import Stack, create_stack, destroy_stack, wait_for
-from tests.fixtures.throwaway import ThrowawayKafka, ThrowawayRedis
+from tests.fixtures.throwaway import CuttableLink, ThrowawayKafka, ThrowawayRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -123,6 +123,37 @@ async def test_kafka_down_is_503_and_no_accepted_order_stays_pending(faults: Fau
 
 async def open_orders_is_zero(stack: Stack) -> bool:
     return await open_orders(stack) == 0
+
+
+async def test_postgres_unreachable_is_503_in_bounded_time(faults: Faults) -> None:
+    """The ingress reaches Postgres through a link the test cuts; the shared Postgres itself stays up."""
+    stack = faults.stack
+    host, port = stack.settings.database_address
+    link = CuttableLink(host, port)
+    await link.start()
+    proxied = stack.settings.database_url.replace(f"{host}:{port}", f"127.0.0.1:{link.port}")
+    stack.processes["ingress"].stop()
+    stack.start_service("ingress", DATABASE_URL=proxied)
+    try:
+        await stack.wait_ready(["ingress"])
+        accepted = await post(stack)
+        assert accepted.status_code == 202
+        await link.cut()
+        for attempt in range(2):  # the first finds its pooled connection dead, the second cannot connect
+            started = time.monotonic()
+            refused = await post(stack)
+            assert time.monotonic() - started < 10, "bounded by the pool's connect and command timeouts"
+            assert refused.status_code == 503, (attempt, refused.text)
+            assert refused.json()["error"] == "service_unavailable"
+        async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
+            lookup = await client.get(f"/api/orders/{accepted.json()['orderId']}")
+        assert lookup.status_code == 503 and lookup.json()["error"] == "service_unavailable"
+    finally:
+        await link.cut()
+        stack.processes["ingress"].stop()
+        stack.start_service("ingress")
+        await stack.wait_ready(["ingress"])
+    assert await wait_terminal(stack, accepted.json()["orderId"]) in TERMINAL
 
 
 async def test_an_order_committed_by_an_ingress_killed_before_publishing_still_completes(
