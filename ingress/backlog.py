@@ -26,6 +26,7 @@ from ingress import repository
 from shared.config import Settings
 from shared.errors import QueueFull, ServiceUnavailable
 from shared.logging import get_logger
+from shared.metrics import CONSUMER_LAG
 from shared.topics import ORDERS
 
 logger = get_logger(__name__)
@@ -120,4 +121,5 @@ class BacklogProbe:
                     done = committed[tp].offset if tp in committed else -1
                     lag += max(0, ends[tp] - max(done, 0))
         self._last_lag = lag
+        CONSUMER_LAG.labels(self._topic, self._group).set(lag)
         return lag + await repository.count_unpublished(self._pool)

@@ -16,6 +16,7 @@ import contextlib
 from uuid import UUID
 
 import asyncpg
+import structlog
 from aiokafka.errors import KafkaError
 
 from ingress import repository
@@ -73,7 +74,11 @@ class OutboxRelay:
             for row in rows:
                 spec, model = PAYLOADS[row.topic]
                 payload = model.model_validate(row.payload)
-                await self._publisher.send(spec, payload_key(row), payload, row.correlation_id)
+                with structlog.contextvars.bound_contextvars(
+                    orderId=row.key, correlationId=row.correlation_id
+                ):
+                    await self._publisher.send(spec, payload_key(row), payload, row.correlation_id)
+                    logger.debug("outbox.sent", topic=row.topic, outbox_id=row.id)
             if rows:
                 await repository.mark_published(conn, [row.id for row in rows])
         return len(rows)

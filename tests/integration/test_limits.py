@@ -96,6 +96,12 @@ async def test_a_backlog_over_queue_max_lag_is_429_queue_full_until_it_drains(li
         body = full.json()
         assert body["error"] == "queue_full" and body["retryAfter"] >= 1
         assert full.headers["retry-after"] == str(body["retryAfter"])
+        metrics = (await client.get(f"http://127.0.0.1:{limited.settings.ingress_port}/metrics/")).text
+        group = limited.settings.topic(ROUTER_GROUP)
+        assert (
+            f'kafka_consumer_lag_messages{{group="{group}",topic="{limited.settings.topic(ORDERS.name)}"}}'
+            in metrics
+        )
 
         # The router catches up (here: its group's offsets move to the end, as if it had consumed all).
         await wait_for(lambda: unpublished_is_zero(limited), timeout=30, what="the outbox to be published")
