@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -70,46 +70,47 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await migrate(settings.database_url)
-        pool = await create_pool(settings.database_url, max_size=20)
-        redis = Redis.from_url(settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        producer = new_producer(settings)
-        await producer.start()
-        relay = OutboxRelay(
-            pool,
-            Publisher(producer, settings),
-            poll_interval_s=settings.outbox_poll_interval_ms / 1000,
-            batch_size=settings.outbox_batch_size,
-            fast_path=settings.outbox_fast_path,
-        )
-        backlog = BacklogProbe(settings, pool)
-        await backlog.start()
-        relay.start()
-        app.state.pool, app.state.redis, app.state.producer = pool, redis, producer
-        app.state.trusted_proxies = settings.trusted_proxy_networks
-        app.state.limiter = RateLimiter(
-            redis,
-            limit_per_minute=settings.rate_limit,
-            key_prefix=settings.redis_key_prefix,
-            fail_open=settings.rate_limit_fail_open,
-        )
-        app.state.intake = service.Intake(
-            pool=pool,
-            relay=relay,
-            idempotency=IdempotencyStore(
-                redis, key_prefix=settings.redis_key_prefix, ttl_s=settings.idempotency_ttl_s
-            ),
-            backlog=backlog,
-            max_attempts=settings.max_retries,
-        )
-        try:
+        async with AsyncExitStack() as resources:  # whatever started is closed, even if a later start fails
+            await migrate(settings.database_url)
+            pool = await create_pool(settings.database_url, max_size=20)
+            resources.push_async_callback(pool.close)
+            redis = Redis.from_url(
+                settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            )
+            resources.push_async_callback(redis.aclose)
+            producer = new_producer(settings)
+            await producer.start()
+            resources.push_async_callback(producer.stop)
+            backlog = BacklogProbe(settings, pool)
+            resources.push_async_callback(backlog.stop)
+            await backlog.start()
+            relay = OutboxRelay(
+                pool,
+                Publisher(producer, settings),
+                poll_interval_s=settings.outbox_poll_interval_ms / 1000,
+                batch_size=settings.outbox_batch_size,
+                fast_path=settings.outbox_fast_path,
+            )
+            relay.start()
+            resources.push_async_callback(relay.stop)
+            app.state.pool, app.state.redis, app.state.producer = pool, redis, producer
+            app.state.trusted_proxies = settings.trusted_proxy_networks
+            app.state.limiter = RateLimiter(
+                redis,
+                limit_per_minute=settings.rate_limit,
+                key_prefix=settings.redis_key_prefix,
+                fail_open=settings.rate_limit_fail_open,
+            )
+            app.state.intake = service.Intake(
+                pool=pool,
+                relay=relay,
+                idempotency=IdempotencyStore(
+                    redis, key_prefix=settings.redis_key_prefix, ttl_s=settings.idempotency_ttl_s
+                ),
+                backlog=backlog,
+                max_attempts=settings.max_retries,
+            )
             yield
-        finally:
-            await relay.stop()
-            await backlog.stop()
-            await producer.stop()
-            await redis.aclose()
-            await pool.close()
 
     app = FastAPI(title="Order execution engine: ingress", version="1", lifespan=lifespan)
     app.add_middleware(
@@ -180,7 +181,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", response_model=Readiness, responses={503: {"model": Readiness}, 431: {}})
+    @app.get(
+        "/ready",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "an engine is down"}, **error_responses(431)},
+    )
     async def ready(request: Request) -> Response:
         state = request.app.state
         checks = {

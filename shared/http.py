@@ -79,10 +79,21 @@ def error_response(
     return response
 
 
+_DESCRIPTIONS = {
+    409: "idempotency_conflict (another body under this Idempotency-Key) or idempotency_in_progress",
+    429: "rate_limited or queue_full, with retryAfter and Retry-After",
+    503: "service_unavailable: a dependency did not answer in time",
+}
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI `responses` of a route that can fail with these statuses, all in the one envelope."""
     return {
-        status: {"model": ErrorBody, "description": _STATUS_CODES.get(status, "error")} for status in statuses
+        status: {
+            "model": ErrorBody,
+            "description": _DESCRIPTIONS.get(status, _STATUS_CODES.get(status, "error")),
+        }
+        for status in statuses
     }
 
 
