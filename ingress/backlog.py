@@ -1,9 +1,10 @@
 """Backpressure (seed §6): how far behind the pipeline is, sampled at most every BACKLOG_SAMPLE_INTERVAL_MS.
 
 The backlog is the router group's lag on `orders` (end offsets minus committed offsets, summed over the
-partitions) plus the outbox rows not yet published. Above QUEUE_MAX_LAG new orders get 429 queue_full. A
-sample that cannot be taken within DEPENDENCY_TIMEOUT_MS (Kafka or Postgres unreachable) makes new orders
-503 service_unavailable until a later sample succeeds. One sample at a time; concurrent requests share it.
+partitions) plus the orders whose OrderPlaced is still in the outbox. Above QUEUE_MAX_LAG new orders get
+429 queue_full. A sample that cannot be taken within DEPENDENCY_TIMEOUT_MS (Kafka or Postgres unreachable)
+makes new orders 503 service_unavailable until a later sample succeeds. One sample at a time; concurrent
+requests share it.
 """
 
 from __future__ import annotations
@@ -122,4 +123,4 @@ class BacklogProbe:
                     lag += max(0, ends[tp] - max(done, 0))
         self._last_lag = lag
         CONSUMER_LAG.labels(self._topic, self._group).set(lag)
-        return lag + await repository.count_unpublished(self._pool)
+        return lag + await repository.count_unpublished(self._pool, ORDERS.name)

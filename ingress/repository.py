@@ -74,8 +74,10 @@ async def mark_published(conn: asyncpg.Connection, ids: list[int]) -> None:
     await conn.execute("UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])", ids)
 
 
-async def count_unpublished(conn: asyncpg.Connection | asyncpg.Pool) -> int:
-    return int(await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+async def count_unpublished(conn: asyncpg.Connection | asyncpg.Pool, topic: str) -> int:
+    return int(
+        await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL AND topic = $1", topic)
+    )
 
 
 # Errors that mean "Postgres cannot be reached right now" (503), as opposed to a bug in our SQL.

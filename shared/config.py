@@ -66,7 +66,7 @@ class Settings(BaseSettings):
         True, description="When Redis is unreachable, admit requests without an Idempotency-Key."
     )
     queue_max_lag: int = Field(
-        10000, ge=0, description="Router backlog on `orders` (plus unpublished outbox) above which 429."
+        10000, ge=0, description="Router lag on `orders` plus orders still in the outbox, above which 429."
     )
     backlog_sample_interval_ms: int = Field(1000, ge=0, description="Backlog sampled at most this often.")
     dependency_timeout_ms: int = Field(
