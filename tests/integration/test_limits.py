@@ -4,6 +4,7 @@ the backlog on `orders` only grows until the test lets it drain), RATE_LIMIT=30,
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -15,7 +16,7 @@ from redis.asyncio import Redis
 from ingress.backlog import ROUTER_GROUP
 from shared.topics import ORDERS
 from tests.fixtures.orders import client_ip, fetch, order_body, topic_partitions
-from tests.fixtures.stack import Stack, create_stack, destroy_stack, wait_for
+from tests.fixtures.stack import Stack, create_stack, destroy_stack, free_port, wait_for
 
 pytestmark = [pytest.mark.integration]
 
@@ -132,3 +133,44 @@ async def commit_router_offsets_at_end(stack: Stack) -> None:
         await consumer.commit(await consumer.end_offsets(tps))
     finally:
         await consumer.stop()
+
+
+async def test_the_limit_is_shared_by_every_ingress_process(limited: Stack) -> None:
+    """A second ingress process on the same Redis: one client's 31 requests spread over both still get
+    exactly 30 tokens (the Lua script is atomic whichever process runs it)."""
+    second_port = free_port()
+    second = limited.process("ingress-2", [sys.executable, "-m", "ingress"])
+    second.env = {**limited.env, "INGRESS_PORT": str(second_port)}
+    second.start()
+    try:
+        ports = [limited.settings.ingress_port, second_port]
+
+        async def up() -> bool:
+            try:
+                async with httpx.AsyncClient(timeout=2) as probe:
+                    return (await probe.get(f"http://127.0.0.1:{second_port}/ready")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_for(up, timeout=60, interval=0.2, what="the second ingress")
+        ip = client_ip()
+        async with httpx.AsyncClient(timeout=30) as client:
+            started = time.monotonic()
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        f"http://127.0.0.1:{ports[i % 2]}{EXECUTE}",
+                        json=order_body(),
+                        headers={"X-Forwarded-For": ip},  # the peer is loopback, a trusted proxy
+                    )
+                    for i in range(31)
+                )
+            )
+            elapsed = time.monotonic() - started
+        codes = [r.status_code for r in responses]
+        assert set(codes) <= {202, 429}, codes
+        assert 30 <= codes.count(202) <= 30 + int(elapsed // 2), (elapsed, codes)
+    finally:
+        second.stop()
+        await wait_for(lambda: unpublished_is_zero(limited), timeout=30, what="the outbox to be published")
+        await commit_router_offsets_at_end(limited)  # leave the backlog as the next test expects it
