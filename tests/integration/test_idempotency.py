@@ -108,3 +108,26 @@ async def test_fifty_concurrent_requests_with_one_key_make_one_order_and_one_mes
         m for m in await topic_messages(stack.settings, ORDER_STATUS, key=order_id) if b'"seq":1,' in m.value
     ]
     assert len(pending) == 1
+
+
+async def test_a_claim_whose_order_committed_but_whose_answer_was_lost_replays_from_postgres(
+    stack: Stack,
+) -> None:
+    """Given a first request that committed its order and died before recording its answer in Redis, a
+    repeat finds the order in Postgres and gets the 202 the first request would have sent."""
+    key, ip, ref = f"key-{uuid.uuid4()}", client_ip(), f"lost-{uuid.uuid4().hex[:8]}"
+    body = order_body(clientOrderId=ref)
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=15) as client:
+        committed = await client.post(EXECUTE, json=body, headers={"X-Forwarded-For": client_ip()})
+        order_id = committed.json()["orderId"]
+        redis = Redis.from_url(stack.settings.redis_url)
+        try:
+            store = IdempotencyStore(redis, key_prefix=stack.settings.redis_key_prefix, ttl_s=60)
+            claim = Claim(uuid.UUID(order_id), PlaceOrder.model_validate(body).fingerprint())
+            assert await store.claim(ip, key, claim) is None
+        finally:
+            await redis.aclose()
+        replay = await post(client, body, key, ip)
+    assert replay.status_code == 202 and replay.headers["idempotent-replayed"] == "true"
+    assert replay.json() == {"orderId": order_id, "status": "pending", "clientOrderId": ref}
+    assert await orders_with_ref(stack, ref) == [order_id]

@@ -105,6 +105,13 @@ async def test_a_backlog_over_queue_max_lag_is_429_queue_full_until_it_drains(li
             in metrics
         )
 
+        # A keyed request refused for the backlog created nothing and gives its key back.
+        ip, key = client_ip(), "queue-full-key"
+        keyed = await client.post(
+            EXECUTE, json=order_body(), headers={"X-Forwarded-For": ip, "Idempotency-Key": key}
+        )
+        assert keyed.status_code == 429 and keyed.json()["error"] == "queue_full"
+
         # The router catches up (here: its group's offsets move to the end, as if it had consumed all).
         await wait_for(lambda: unpublished_is_zero(limited), timeout=30, what="the outbox to be published")
         await commit_router_offsets_at_end(limited)
@@ -113,6 +120,10 @@ async def test_a_backlog_over_queue_max_lag_is_429_queue_full_until_it_drains(li
             return (await post(client, client_ip())).status_code == 202
 
         await wait_for(accepted, timeout=15, interval=0.2, what="orders to be accepted again")
+        retried = await client.post(
+            EXECUTE, json=order_body(), headers={"X-Forwarded-For": ip, "Idempotency-Key": key}
+        )
+        assert retried.status_code == 202 and "idempotent-replayed" not in retried.headers
 
 
 async def unpublished_is_zero(stack: Stack) -> bool:
