@@ -1,83 +1,191 @@
-"""The ingress HTTP app: routes decode, call one service function, and answer."""
+"""The ingress HTTP app: routes decode, authorize, call one service function, and answer."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Header, Request
 from prometheus_client import make_asgi_app
 from redis.asyncio import Redis
+from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from ingress import service
-from ingress.schemas import OrderAccepted, OrderView, PlaceOrder
+from ingress.auth import Principal, authenticate
+from ingress.backlog import BacklogProbe
+from ingress.idempotency import IdempotencyStore
+from ingress.outbox import OutboxRelay
+from ingress.ratelimit import Decision, RateLimiter
+from ingress.schemas import OrderAccepted, OrderView, PlaceOrder, Readiness
 from shared.config import Settings, get_settings
 from shared.db import create_pool, migrate
-from shared.events import OrderStatus
 from shared.health import check_postgres, check_redis
 from shared.http import (
     CorrelationMiddleware,
-    ErrorBody,
+    RequestLimitsMiddleware,
+    SecurityHeadersMiddleware,
+    client_address,
     current_request_id,
+    decode_json_body,
+    error_responses,
     install_error_handlers,
     json_response,
 )
 from shared.kafka import Publisher, new_producer
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "invalid_body"},
-    404: {"model": ErrorBody, "description": "not_found"},
-    503: {"model": ErrorBody, "description": "service_unavailable"},
+IDEMPOTENCY_KEY = r"^[\x20-\x7e]{1,255}$"
+EXPOSED_HEADERS = [
+    "X-Request-ID",
+    "Retry-After",
+    "RateLimit",
+    "RateLimit-Policy",
+    "Idempotent-Replayed",
+]
+PLACE_ORDER_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PlaceOrder.model_json_schema(by_alias=True)}},
+    }
 }
+
+
+async def rate_limit(
+    request: Request, principal: Annotated[Principal, Depends(authenticate)]
+) -> Decision | None:
+    """Scope the request to its client (the principal, else the IP) and take a token from its bucket."""
+    state = request.app.state
+    client = principal.subject or client_address(request, state.trusted_proxies)
+    request.state.client = client
+    limiter: RateLimiter = state.limiter
+    return await limiter.take(client)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    timeout_s = settings.dependency_timeout_ms / 1000
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await migrate(settings.database_url)
-        app.state.pool = await create_pool(settings.database_url, max_size=20)
-        app.state.redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        app.state.producer = new_producer(settings)
-        await app.state.producer.start()
-        app.state.publisher = Publisher(app.state.producer, settings)
-        try:
+        async with AsyncExitStack() as resources:  # whatever started is closed, even if a later start fails
+            await migrate(settings.database_url)
+            pool = await create_pool(settings.database_url, max_size=20)
+            resources.push_async_callback(pool.close)
+            redis = Redis.from_url(
+                settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            )
+            resources.push_async_callback(redis.aclose)
+            producer = new_producer(settings)
+            await producer.start()
+            resources.push_async_callback(producer.stop)
+            backlog = BacklogProbe(settings, pool)
+            resources.push_async_callback(backlog.stop)
+            await backlog.start()
+            relay = OutboxRelay(
+                pool,
+                Publisher(producer, settings),
+                poll_interval_s=settings.outbox_poll_interval_ms / 1000,
+                batch_size=settings.outbox_batch_size,
+                fast_path=settings.outbox_fast_path,
+            )
+            relay.start()
+            resources.push_async_callback(relay.stop)
+            app.state.pool, app.state.redis, app.state.producer = pool, redis, producer
+            app.state.trusted_proxies = settings.trusted_proxy_networks
+            app.state.limiter = RateLimiter(
+                redis,
+                limit_per_minute=settings.rate_limit,
+                key_prefix=settings.redis_key_prefix,
+                fail_open=settings.rate_limit_fail_open,
+            )
+            app.state.intake = service.Intake(
+                pool=pool,
+                relay=relay,
+                idempotency=IdempotencyStore(
+                    redis, key_prefix=settings.redis_key_prefix, ttl_s=settings.idempotency_ttl_s
+                ),
+                backlog=backlog,
+                max_attempts=settings.max_retries,
+            )
             yield
-        finally:
-            await app.state.producer.stop()
-            await app.state.redis.aclose()
-            await app.state.pool.close()
 
-    app = FastAPI(title="Order execution engine: ingress", version="1", lifespan=lifespan, responses=ERRORS)
+    app = FastAPI(title="Order execution engine: ingress", version="1", lifespan=lifespan)
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
+    app.add_middleware(SecurityHeadersMiddleware)
+    if settings.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "Idempotency-Key", "X-Request-ID", "Authorization"],
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        )
     app.add_middleware(CorrelationMiddleware)
     app.mount("/metrics", make_asgi_app())
     install_error_handlers(app)
 
-    @app.post("/api/orders/execute", status_code=202, response_model=OrderAccepted)
-    async def execute_order(body: PlaceOrder, request: Request) -> OrderAccepted:
-        placed = await service.place_order(
-            request.app.state.pool,
-            request.app.state.publisher,
+    @app.post(
+        "/api/orders/execute",
+        status_code=202,
+        response_model=OrderAccepted,
+        responses=error_responses(400, 409, 413, 415, 429, 431, 500, 503),
+        openapi_extra=PLACE_ORDER_BODY,
+        summary="Place a market order",
+    )
+    async def execute_order(
+        request: Request,
+        limit: Annotated[Decision | None, Depends(rate_limit)],
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                pattern=IDEMPOTENCY_KEY,
+                description="1-255 printable ASCII; a repeat within the TTL gets the first answer.",
+            ),
+        ] = None,
+    ) -> Response:
+        body = await decode_json_body(request, PlaceOrder)
+        accepted = await service.place_order(
+            request.app.state.intake,
             body,
+            client=request.state.client,
+            idempotency_key=idempotency_key,
             correlation_id=current_request_id(),
-            max_attempts=settings.max_retries,
         )
-        return OrderAccepted(order_id=placed.order_id, status=OrderStatus.PENDING)
+        response = json_response(accepted.body.to_dict(), accepted.status)
+        if accepted.replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        if limit is not None:
+            response.headers.update(limit.headers())
+        return response
 
-    @app.get("/api/orders/{order_id}", response_model=OrderView)
+    @app.get(
+        "/api/orders/{order_id}",
+        response_model=OrderView,
+        responses=error_responses(400, 404, 431, 500, 503),
+        dependencies=[Depends(authenticate)],
+        summary="Look an order up",
+    )
     async def get_order(order_id: UUID, request: Request) -> OrderView:
         return OrderView.of(await service.get_order(request.app.state.pool, order_id))
 
-    @app.get("/health")
+    @app.get("/health", responses=error_responses(431))
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready")
+    @app.get(
+        "/ready",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "an engine is down"}, **error_responses(431)},
+    )
     async def ready(request: Request) -> Response:
         state = request.app.state
         checks = {

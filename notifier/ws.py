@@ -34,7 +34,7 @@ from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
 from notifier import repository
-from notifier.limits import ConnectionLimits, Refusal, client_ip, trusted_proxies
+from notifier.limits import ConnectionLimits, Refusal
 from notifier.service import Hub, Subscription
 from notifier.transport import EXTENSION, Link
 from shared.config import Settings, get_settings
@@ -43,6 +43,7 @@ from shared.events import StatusEvent, utcnow
 from shared.health import check_postgres
 from shared.http import (
     CorrelationMiddleware,
+    client_address,
     error_body,
     error_response,
     install_error_handlers,
@@ -255,7 +256,7 @@ class OrderStream:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    proxies = trusted_proxies(settings)
+    proxies = settings.trusted_proxy_networks
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -288,7 +289,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await ws.send_text(orjson.dumps(message).decode())
             await ws.close(CLOSE_INVALID)
             return
-        ip = client_ip(ws.client.host if ws.client else None, ws.headers.get("x-forwarded-for"), proxies)
+        ip = client_address(ws, proxies)
         limits: ConnectionLimits = ws.app.state.limits
         refusal = limits.acquire(ip, order_id)
         if refusal is not None:

@@ -150,29 +150,37 @@ def kafka_started_pid() -> int | None:
     return None
 
 
-def kafka_up(settings: Settings) -> bool:
-    servers = settings.kafka_servers
-    if answers(lambda: check_kafka(servers)):
-        log(f"Kafka answers at {servers[0]}: reusing it")
-        return False
-    host, _, port = servers[0].rpartition(":")
-    if host not in ("127.0.0.1", "localhost"):
-        raise SystemExit(f"[infra] Kafka at {servers[0]} does not answer and is not local: start it yourself")
+def start_kafka_broker(
+    port: int,
+    data: Path,
+    config: Path,
+    logs: Path,
+    *,
+    controller_port: int | None = None,
+    heap_max: str = "512m",
+    overrides: dict[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Format (once) and start a single-node KRaft broker+controller on 127.0.0.1:`port` (controller on
+    `controller_port`, default port + 1), keeping its data in `data` and its logs in `logs`; `overrides`
+    are appended to infra/kafka/server.properties.in. Returns the process without waiting: callers probe
+    readiness their own way (`wait_until` here, asynchronously in tests/fixtures/throwaway.py, whose
+    brokers a test may stop and start)."""
     libs = ensure_kafka_jars()
-    data = LOCAL / "kafka" / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    config = LOCAL / "kafka" / "server.properties"
+    for folder in (data, logs, config.parent):
+        folder.mkdir(parents=True, exist_ok=True)
     text = (ROOT / "infra/kafka/server.properties.in").read_text()
-    for key, value in {"PORT": port, "CONTROLLER_PORT": str(int(port) + 1), "DATA_DIR": str(data)}.items():
+    values = {"PORT": str(port), "CONTROLLER_PORT": str(controller_port or port + 1), "DATA_DIR": str(data)}
+    for key, value in values.items():
         text = text.replace(f"@{key}@", value)
+    text += "".join(f"{key}={value}\n" for key, value in (overrides or {}).items())
     config.write_text(text)
     java = [
         "java",
         "-Xms256m",
-        "-Xmx512m",
+        f"-Xmx{heap_max}",
         "-XX:+UseG1GC",
         "-Djava.awt.headless=true",
-        f"-Dkafka.logs.dir={LOGS}",
+        f"-Dkafka.logs.dir={logs}",
         f"-Dlog4j2.configurationFile={ROOT / 'infra/kafka/log4j2.yaml'}",
         "-cp",
         f"{libs}/*",
@@ -191,15 +199,27 @@ def kafka_up(settings: Settings) -> bool:
         ],
         stdout=subprocess.DEVNULL,
     )
-    log(f"starting Kafka {KAFKA_VERSION} (KRaft) on {servers[0]}")
-    with open(LOGS / "kafka.out", "ab") as out:
-        proc = subprocess.Popen(
+    with open(logs / "kafka.out", "ab") as out:
+        return subprocess.Popen(
             [*java, "kafka.Kafka", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+
+def kafka_up(settings: Settings) -> bool:
+    servers = settings.kafka_servers
+    if answers(lambda: check_kafka(servers)):
+        log(f"Kafka answers at {servers[0]}: reusing it")
+        return False
+    host, _, port = servers[0].rpartition(":")
+    if host not in ("127.0.0.1", "localhost"):
+        raise SystemExit(f"[infra] Kafka at {servers[0]} does not answer and is not local: start it yourself")
+    data = LOCAL / "kafka" / "data"
+    log(f"starting Kafka {KAFKA_VERSION} (KRaft) on {servers[0]}")
+    proc = start_kafka_broker(int(port), data, LOCAL / "kafka" / "server.properties", LOGS)
     (RUN / "kafka.pid").write_text(str(proc.pid))
     wait_until("Kafka", lambda: check_kafka(servers), 90)
     log("Kafka ready (answers metadata)")

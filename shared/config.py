@@ -8,6 +8,7 @@ tests run the mock DEX without its real-world delays.
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -50,11 +51,8 @@ class Settings(BaseSettings):
     executor_metrics_port: int = Field(9102, description="Prometheus /metrics of the executor process.")
     metrics_host: str = "127.0.0.1"
 
-    # Notifier (issue 5). PING_INTERVAL and PONG_TIMEOUT (seed §14, above) drive its heartbeat.
-    trusted_proxies: list[str] = Field(
-        ["127.0.0.1/32"],
-        description="CIDRs of proxies whose X-Forwarded-For names the client (JSON list in the environment).",
-    )
+    # Notifier (issue 5). PING_INTERVAL and PONG_TIMEOUT (seed §14, above) drive its heartbeat;
+    # TRUSTED_PROXIES (ingress block) decides whose X-Forwarded-For names the client.
     ws_max_connections: int = Field(5000, ge=1, description="WebSocket connections per notifier process.")
     ws_max_per_order_ip: int = Field(3, ge=1, description="Concurrent WebSockets per orderId per client IP.")
     ws_send_queue: int = Field(256, ge=1, description="Events queued per WebSocket client before it is cut.")
@@ -70,6 +68,47 @@ class Settings(BaseSettings):
     # Orders.
     order_deadline_ms: int = Field(30000, ge=1)
     order_logs_max: int = Field(50, ge=5, description="Events kept in an order's `logs` array.")
+
+    # Ingress (issue 3).
+    redis_key_prefix: str = Field("oe:", description="Prepended to every Redis key (tests isolate runs).")
+    idempotency_ttl_s: int = Field(300, ge=1, description="How long an Idempotency-Key is remembered.")
+    trusted_proxies: str = Field(
+        "127.0.0.1/32,::1/128",
+        description="CIDRs whose X-Forwarded-For is believed (the local nginx); empty trusts no proxy.",
+    )
+    rate_limit_fail_open: bool = Field(
+        True, description="When Redis is unreachable, admit requests without an Idempotency-Key."
+    )
+    queue_max_lag: int = Field(
+        10000, ge=0, description="Router lag on `orders` plus orders still in the outbox, above which 429."
+    )
+    backlog_sample_interval_ms: int = Field(1000, ge=0, description="Backlog sampled at most this often.")
+    dependency_timeout_ms: int = Field(
+        2000, ge=100, description="Bound on each Redis/Kafka/Postgres call on the request path."
+    )
+    max_body_bytes: int = Field(16384, ge=1, description="Largest accepted request body.")
+    max_header_bytes: int = Field(8192, ge=256, description="Largest accepted request header block.")
+    cors_origins: str = Field("", description="Comma-separated allowed origins; `*` refused in production.")
+    outbox_poll_interval_ms: int = Field(
+        500, ge=10, description="How often the relay looks for outbox rows nobody has published."
+    )
+    outbox_fast_path: bool = Field(True, description="Wake the relay right after each commit.")
+    outbox_batch_size: int = Field(100, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_wildcard_cors_in_production(self) -> Settings:
+        if self.env == "production" and "*" in self.cors_origin_list:
+            raise ValueError("CORS_ORIGINS may not contain `*` when ENV=production")
+        self.trusted_proxy_networks  # noqa: B018 (a malformed CIDR fails at start-up, not per request)
+        return self
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+    @property
+    def trusted_proxy_networks(self) -> list[IPv4Network | IPv6Network]:
+        return [ip_network(c.strip(), strict=False) for c in self.trusted_proxies.split(",") if c.strip()]
 
     # Mock DEX timings (ms). The seed's defaults; tests set them to 0.
     mock_quote_latency_min_ms: int = Field(100, ge=0)

@@ -60,3 +60,71 @@ class SlippageExceeded(DexError):
 class QuoteUnavailable(DexError):
     code = "quote_unavailable"
     retriable = True
+
+
+# Ingress (issue 3): the HTTP contract's refusals. Each maps to one row of the seed's §11 table.
+
+
+class PayloadTooLarge(EngineError):
+    code = "payload_too_large"
+    http_status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request body exceeds {limit} bytes")
+
+
+class UnsupportedMediaType(EngineError):
+    code = "unsupported_media_type"
+    http_status = 415
+
+    def __init__(self, given: str) -> None:
+        super().__init__(f"the body must be application/json, not {given or 'unspecified'}")
+
+
+class HeadersTooLarge(EngineError):
+    code = "headers_too_large"
+    http_status = 431
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the request headers exceed {limit} bytes")
+
+
+class RetryLater(EngineError):
+    """A refusal the client should retry after `retry_after` seconds (body `retryAfter`, header
+    `Retry-After`); `headers` adds any others the response must carry."""
+
+    retriable = True
+
+    def __init__(self, message: str, *, retry_after: int, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)
+        self.headers = headers or {}
+
+
+class IdempotencyConflict(EngineError):
+    code = "idempotency_conflict"
+    http_status = 409
+
+    def __init__(self) -> None:
+        super().__init__("this Idempotency-Key was used with a different body")
+
+
+class IdempotencyInProgress(RetryLater):
+    code = "idempotency_in_progress"
+    http_status = 409
+
+    def __init__(self, retry_after: int = 1) -> None:
+        super().__init__("a request with this Idempotency-Key is still in flight", retry_after=retry_after)
+
+
+class RateLimited(RetryLater):
+    code = "rate_limited"
+    http_status = 429
+
+
+class QueueFull(RetryLater):
+    code = "queue_full"
+    http_status = 429
+
+    def __init__(self, backlog: int, limit: int, retry_after: int = 1) -> None:
+        super().__init__(f"the order backlog ({backlog}) exceeds {limit}", retry_after=retry_after)

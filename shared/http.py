@@ -1,21 +1,36 @@
-"""What every HTTP service shares: the one JSON error envelope, correlation ids, health routes."""
+"""What every HTTP service shares: the one JSON error envelope, correlation ids, request limits, security
+headers, the client's address, and the decoding of JSON bodies into the envelope's `invalid_body`."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from typing import Any
+from collections.abc import Mapping, Sequence
+from ipaddress import IPv4Network, IPv6Network, ip_address
+from typing import Any, TypeVar
 
 import orjson
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import EngineError
+from shared.errors import (
+    EngineError,
+    HeadersTooLarge,
+    InvalidBody,
+    PayloadTooLarge,
+    RetryLater,
+    UnsupportedMediaType,
+)
+from shared.logging import get_logger
+
+logger = get_logger(__name__)
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 REQUEST_ID_HEADER = "x-request-id"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -23,9 +38,12 @@ _STATUS_CODES = {
     400: "invalid_body",
     404: "not_found",
     405: "method_not_allowed",
+    409: "idempotency_conflict",
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
+    431: "headers_too_large",
+    500: "internal_error",
     503: "service_unavailable",
 }
 
@@ -54,8 +72,161 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> Response:
-    return json_response(error_body(code, message, **extra), status)
+def error_response(
+    status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+) -> Response:
+    response = json_response(error_body(code, message, **extra), status)
+    response.headers.update(headers or {})
+    return response
+
+
+_DESCRIPTIONS = {
+    409: "idempotency_conflict (another body under this Idempotency-Key) or idempotency_in_progress",
+    429: "rate_limited or queue_full, with retryAfter and Retry-After",
+    503: "service_unavailable: a dependency did not answer in time",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a route that can fail with these statuses, all in the one envelope."""
+    return {
+        status: {
+            "model": ErrorBody,
+            "description": _DESCRIPTIONS.get(status, _STATUS_CODES.get(status, "error")),
+        }
+        for status in statuses
+    }
+
+
+def validation_details(errors: Sequence[Any], *, skip: int = 0) -> list[dict[str, Any]]:
+    """Pydantic errors as the envelope's field-level `details`: `field` (dotted camelCase path) and
+    `message`. A model-level error names its field through ctx["field"], else it is about the `body`."""
+    details = []
+    for err in errors:
+        loc = [str(p) for p in err["loc"][skip:]]
+        ctx = err.get("ctx") or {}
+        field = ".".join(loc) or str(ctx.get("field", "body"))
+        details.append({"field": field, "message": err["msg"]})
+    return details
+
+
+async def decode_json_body(request: Request, model: type[ModelT]) -> ModelT:
+    """The request's JSON body as `model`, or the envelope's refusal: 415 for another media type, 400
+    `invalid_body` (with details) for malformed JSON or a body that breaks the model's rules."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise UnsupportedMediaType(media_type)
+    raw = await request.body()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBody(
+            "the body is not valid JSON", details=[{"field": "body", "message": str(exc)}]
+        ) from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidBody("the request body is invalid", details=validation_details(exc.errors())) from exc
+
+
+def client_address(request: HTTPConnection, trusted: Sequence[IPv4Network | IPv6Network]) -> str:
+    """The client's IP: the socket peer, unless the peer is a trusted proxy; then the right-most address of
+    X-Forwarded-For that is not itself a trusted proxy (what a client prepends cannot spoof it)."""
+    peer = request.client.host if request.client else "unknown"
+    if not _is_trusted(peer, trusted):
+        return peer
+    forwarded = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",") if a.strip()]
+    for address in reversed(forwarded):
+        if not _is_trusted(address, trusted):
+            return address if _is_ip(address) else peer
+    return forwarded[0] if forwarded and _is_ip(forwarded[0]) else peer
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_trusted(address: str, trusted: Sequence[IPv4Network | IPv6Network]) -> bool:
+    try:
+        ip = ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+class RequestLimitsMiddleware:
+    """Refuses header blocks over `max_header_bytes` (431) and bodies over `max_body_bytes` (413), whether
+    announced by Content-Length or streamed in chunks, in the one envelope."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_header_bytes: int) -> None:
+        self.app = app
+        self.max_body = max_body_bytes
+        self.max_headers = max_header_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        if sum(len(k) + len(v) + 4 for k, v in headers) > self.max_headers:
+            exc: EngineError = HeadersTooLarge(self.max_headers)
+            await error_response(exc.http_status, exc.code, exc.message)(scope, receive, send)
+            return
+        length = dict(headers).get(b"content-length", b"").decode("latin-1")
+        if length.isdigit() and int(length) > self.max_body:
+            exc = PayloadTooLarge(self.max_body)
+            await error_response(exc.http_status, exc.code, exc.message)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise PayloadTooLarge(self.max_body)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+API_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
+DOC_PATHS = ("/docs", "/redoc")
+
+
+class SecurityHeadersMiddleware:
+    """Basic hardening headers on every HTTP response (a strict CSP except on the interactive docs)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = list(SECURITY_HEADERS)
+        if not str(scope.get("path", "")).startswith(DOC_PATHS):
+            extra.append(API_CSP)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                message.setdefault("headers", []).extend(h for h in extra if h[0] not in present)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class CorrelationMiddleware:
@@ -84,17 +255,28 @@ class CorrelationMiddleware:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(EngineError)
     async def engine_error(_: Request, exc: EngineError) -> Response:
+        if isinstance(exc, RetryLater):
+            return error_response(
+                exc.http_status,
+                exc.code,
+                exc.message,
+                headers={"Retry-After": str(exc.retry_after), **exc.headers},
+                details=exc.details,
+                retryAfter=exc.retry_after,
+            )
         return error_response(exc.http_status, exc.code, exc.message, details=exc.details)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
-        details = [
-            {"field": ".".join(str(p) for p in err["loc"][1:]) or "body", "message": err["msg"]}
-            for err in exc.errors()
-        ]
-        return error_response(400, "invalid_body", "the request body is invalid", details=details)
+        details = validation_details(exc.errors(), skip=1)
+        return error_response(400, "invalid_body", "the request is invalid", details=details)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
         code = _STATUS_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> Response:
+        logger.error("http.unexpected_error", error=repr(exc), exc_info=exc)
+        return error_response(500, "internal_error", "an unexpected error occurred")

@@ -58,3 +58,14 @@ def test_bad_values_are_refused(field: str, value: object) -> None:
 def test_latency_ranges_must_be_ordered() -> None:
     with pytest.raises(ValidationError):
         Settings(_env_file=None, mock_execution_latency_min_ms=3000, mock_execution_latency_max_ms=10)
+
+
+def test_a_wildcard_cors_origin_is_refused_in_production() -> None:
+    assert Settings(_env_file=None, env="development", cors_origins="*").cors_origin_list == ["*"]
+    with pytest.raises(ValidationError, match="CORS_ORIGINS"):
+        Settings(_env_file=None, env="production", cors_origins="https://app.example, *")
+
+
+def test_trusted_proxies_must_be_networks() -> None:
+    with pytest.raises(ValidationError):
+        Settings(_env_file=None, trusted_proxies="127.0.0.1/32,not-a-network")

@@ -1,0 +1,187 @@
+"""The rate limit and the backlog limit, on a stack of their own: ingress and the proxy only (no router, so
+the backlog on `orders` only grows until the test lets it drain), RATE_LIMIT=30, QUEUE_MAX_LAG=45."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer
+from redis.asyncio import Redis
+
+from ingress.backlog import ROUTER_GROUP
+from shared.topics import ORDERS
+from tests.fixtures.orders import client_ip, fetch, order_body, topic_partitions
+from tests.fixtures.stack import Stack, create_stack, destroy_stack, free_port, wait_for
+
+pytestmark = [pytest.mark.integration]
+
+EXECUTE = "/api/orders/execute"
+QUEUE_MAX_LAG = 45
+
+
+@pytest.fixture(scope="module")
+async def limited(infrastructure: object) -> AsyncIterator[Stack]:
+    started = await create_stack(
+        services=("ingress",),
+        RATE_LIMIT="30",
+        QUEUE_MAX_LAG=str(QUEUE_MAX_LAG),
+        BACKLOG_SAMPLE_INTERVAL_MS="200",
+    )
+    try:
+        yield started
+    finally:
+        await destroy_stack(started)
+
+
+async def post(client: httpx.AsyncClient, ip: str) -> httpx.Response:
+    return await client.post(EXECUTE, json=order_body(), headers={"X-Forwarded-For": ip})
+
+
+async def test_thirty_a_minute_pass_the_next_is_429_and_a_token_comes_back(limited: Stack) -> None:
+    ip = client_ip()
+    async with httpx.AsyncClient(base_url=limited.base_url, timeout=30) as client:
+        started = time.monotonic()
+        responses = await asyncio.gather(*(post(client, ip) for _ in range(31)))
+        elapsed = time.monotonic() - started
+        accepted = [r for r in responses if r.status_code == 202]
+        limited_ = [r for r in responses if r.status_code == 429]
+        # The bucket refills one token every 2 s: on a machine slow enough to spread 31 requests over
+        # more than that, the refill may let one more through; otherwise it is exactly 30 and 1.
+        outcomes = [(r.status_code, r.json().get("error")) for r in responses]
+        assert 30 <= len(accepted) <= 30 + int(elapsed // 2), (elapsed, outcomes)
+        assert len(accepted) + len(limited_) == 31
+        assert {r.headers["ratelimit-policy"] for r in accepted} == {'"per-ip";q=30;w=60'}
+        assert sorted(int(r.headers["ratelimit"].split("r=")[1].split(";")[0]) for r in accepted)[0] == 0
+
+        async def next_refusal() -> httpx.Response | None:
+            response = await post(client, ip)
+            return response if response.status_code == 429 else None
+
+        # Only on a machine slow enough to let the refill admit all 31 does this need another request.
+        refused = limited_[0] if limited_ else await wait_for(next_refusal, timeout=30, what="a 429")
+        body = refused.json()
+        assert body["error"] == "rate_limited" and 1 <= body["retryAfter"] <= 2
+        assert refused.headers["retry-after"] == str(body["retryAfter"])
+        assert refused.headers["ratelimit"].startswith('"per-ip";r=0;')
+        assert (await post(client, client_ip())).status_code == 202, "another client has its own bucket"
+
+        # The bucket is empty now (read from Redis) and holds a token again within retryAfter seconds.
+        redis = Redis.from_url(limited.settings.redis_url)
+        try:
+            tokens = await redis.hget(f"{limited.settings.redis_key_prefix}rate:{ip}", "tokens")
+        finally:
+            await redis.aclose()
+        assert tokens is not None and float(tokens) < 1
+        refused_at = time.monotonic()
+
+        async def admitted() -> bool:
+            return (await post(client, ip)).status_code == 202
+
+        await wait_for(admitted, timeout=body["retryAfter"] + 10, interval=0.25, what="a token to come back")
+        assert time.monotonic() - refused_at <= body["retryAfter"] + 10
+
+
+async def test_a_backlog_over_queue_max_lag_is_429_queue_full_until_it_drains(limited: Stack) -> None:
+    async with httpx.AsyncClient(base_url=limited.base_url, timeout=30) as client:
+
+        async def refused() -> httpx.Response | None:
+            response = await post(client, client_ip())  # a fresh client each time: never rate limited
+            assert response.status_code in (202, 429), response.text
+            return response if response.status_code == 429 else None
+
+        full = await wait_for(refused, timeout=60, interval=0.01, what="queue_full")
+        body = full.json()
+        assert body["error"] == "queue_full" and body["retryAfter"] >= 1
+        assert full.headers["retry-after"] == str(body["retryAfter"])
+        metrics = (await client.get(f"http://127.0.0.1:{limited.settings.ingress_port}/metrics/")).text
+        group = limited.settings.topic(ROUTER_GROUP)
+        assert (
+            f'kafka_consumer_lag_messages{{group="{group}",topic="{limited.settings.topic(ORDERS.name)}"}}'
+            in metrics
+        )
+
+        # A keyed request refused for the backlog created nothing and gives its key back.
+        ip, key = client_ip(), "queue-full-key"
+        keyed = await client.post(
+            EXECUTE, json=order_body(), headers={"X-Forwarded-For": ip, "Idempotency-Key": key}
+        )
+        assert keyed.status_code == 429 and keyed.json()["error"] == "queue_full"
+
+        # The router catches up (here: its group's offsets move to the end, as if it had consumed all).
+        await wait_for(lambda: unpublished_is_zero(limited), timeout=30, what="the outbox to be published")
+        await commit_router_offsets_at_end(limited)
+
+        async def accepted() -> bool:
+            return (await post(client, client_ip())).status_code == 202
+
+        await wait_for(accepted, timeout=15, interval=0.2, what="orders to be accepted again")
+        retried = await client.post(
+            EXECUTE, json=order_body(), headers={"X-Forwarded-For": ip, "Idempotency-Key": key}
+        )
+        assert retried.status_code == 202 and "idempotent-replayed" not in retried.headers
+
+
+async def unpublished_is_zero(stack: Stack) -> bool:
+    rows = await fetch(stack.settings, "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
+    return bool(rows[0]["n"] == 0)
+
+
+async def commit_router_offsets_at_end(stack: Stack) -> None:
+    tps = await topic_partitions(stack.settings, stack.settings.topic(ORDERS.name))
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=stack.settings.kafka_servers,
+        group_id=stack.settings.topic(ROUTER_GROUP),
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.commit(await consumer.end_offsets(tps))
+    finally:
+        await consumer.stop()
+
+
+async def test_the_limit_is_shared_by_every_ingress_process(limited: Stack) -> None:
+    """A second ingress process on the same Redis: one client's 31 requests spread over both still get
+    exactly 30 tokens (the Lua script is atomic whichever process runs it)."""
+    second_port = free_port()
+    second = limited.process("ingress-2", [sys.executable, "-m", "ingress"])
+    second.env = {**limited.env, "INGRESS_PORT": str(second_port)}
+    second.start()
+    try:
+        ports = [limited.settings.ingress_port, second_port]
+
+        async def up() -> bool:
+            try:
+                async with httpx.AsyncClient(timeout=2) as probe:
+                    return (await probe.get(f"http://127.0.0.1:{second_port}/ready")).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        await wait_for(up, timeout=60, interval=0.2, what="the second ingress")
+        ip = client_ip()
+        async with httpx.AsyncClient(timeout=30) as client:
+            started = time.monotonic()
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        f"http://127.0.0.1:{ports[i % 2]}{EXECUTE}",
+                        json=order_body(),
+                        headers={"X-Forwarded-For": ip},  # the peer is loopback, a trusted proxy
+                    )
+                    for i in range(31)
+                )
+            )
+            elapsed = time.monotonic() - started
+        codes = [r.status_code for r in responses]
+        assert set(codes) <= {202, 429}, codes
+        assert 30 <= codes.count(202) <= 30 + int(elapsed // 2), (elapsed, codes)
+    finally:
+        second.stop()
+        await wait_for(lambda: unpublished_is_zero(limited), timeout=30, what="the outbox to be published")
+        await commit_router_offsets_at_end(limited)  # leave the backlog as the next test expects it
