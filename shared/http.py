@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import orjson
 import structlog
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
@@ -27,7 +28,7 @@ from shared.errors import (
     RetryLater,
     UnsupportedMediaType,
 )
-from shared.logging import get_logger
+from shared.logging import configure_logging, get_logger
 
 logger = get_logger(__name__)
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -280,3 +281,19 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected(_: Request, exc: Exception) -> Response:
         logger.error("http.unexpected_error", error=repr(exc), exc_info=exc)
         return error_response(500, "internal_error", "an unexpected error occurred")
+
+
+def serve(service: str, app: FastAPI, host: str, port: int, level: str, **uvicorn_options: Any) -> None:
+    """Run an HTTP service the one way: JSON logs, uvloop and httptools, no uvicorn log config, and no
+    proxy-header rewriting (the app reads X-Forwarded-For itself, from TRUSTED_PROXIES only)."""
+    configure_logging(service, level)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        proxy_headers=False,
+        **uvicorn_options,
+    )
