@@ -60,3 +60,34 @@ class SlippageExceeded(DexError):
 class QuoteUnavailable(DexError):
     code = "quote_unavailable"
     retriable = True
+
+
+class VenueTimeout(DexError):
+    """The venue did not answer in time; nothing happened on its side."""
+
+    code = "venue_timeout"
+    retriable = True
+
+
+class BlockhashExpired(DexError):
+    """The swap's transaction was not included before its blockhash expired: it never landed."""
+
+    code = "blockhash_expired"
+    retriable = True
+
+
+class NoPool(DexError):
+    code = "no_pool"
+
+
+class InsufficientLiquidity(DexError):
+    code = "insufficient_liquidity"
+
+
+class OrderTimedOut(EngineError):
+    """The order was not terminal within ORDER_DEADLINE_MS of its creation."""
+
+    code = "timeout"
+
+    def __init__(self) -> None:
+        super().__init__("timeout")
