@@ -99,6 +99,8 @@ class StatusEvent(Wire):
     failure_reason: str | None = None
     error: str | None = None
     correlation_id: str | None = None
+    slippage_bps: Amount | None = None
+    """On confirmed: how much less than quoted the swap returned, in bps (negative: it returned more)."""
 
 
 class OrderPlaced(Wire):
@@ -134,3 +136,42 @@ class ExecuteOrder(Wire):
 def dumps(value: Any) -> bytes:
     """JSON for plain dicts (already JSON-ready, e.g. from `to_dict`)."""
     return orjson.dumps(value)
+
+
+class RetryOrder(Wire):
+    """On `orders.retry.<delay>`: route this order again (attempt `attempt`) once `due_at` has come."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    order_id: UUID
+    attempt: int
+    due_at: datetime
+    created_at: datetime
+    """When the order was first accepted (the original timestamp: the deadline counts from it)."""
+    error: str
+    correlation_id: str | None = None
+
+
+class AttemptError(Wire):
+    attempt: int
+    error: str
+    failure_reason: str | None = None
+    at: datetime
+
+
+class DeadLetter(Wire):
+    """On `orders.dlq`: an order that failed for good after retrying, with every error it met."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    order_id: UUID
+    token_in: str
+    token_out: str
+    amount_in: Amount
+    slippage: Amount
+    attempts: int
+    max_attempts: int
+    error: str
+    failure_reason: str | None = None
+    errors: list[AttemptError]
+    created_at: datetime
+    failed_at: datetime
+    correlation_id: str | None = None
