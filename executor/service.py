@@ -132,13 +132,17 @@ class ExecutorService:
             await self._settle(order)
         for order in await repository.overdue_unsubmitted(self._pool, deadline_ms=deadline_ms):
             logger.info("order.deadline_passed", order_id=str(order.id), status=order.status.value)
+            await self._steps.republish_latest(order)
             await self._steps.time_out(order)
         for order in await repository.stalled_before_submission(self._pool, stale_ms=self._stale_step_ms):
             logger.info("order.redriven", order_id=str(order.id), status=order.status.value)
+            await self._steps.republish_latest(order)
             await self._steps.redrive(order)
 
     async def _settle(self, order: OrderRecord) -> None:
-        """A submission that can no longer land: the ledger decides."""
+        """A submission that can no longer land: the ledger decides. Its submitted event is published again
+        first: the process that recorded it may have died before publishing it."""
+        await self._steps.republish_latest(order)
         landed = await self._dex.ledger_entry(swap_key(order.id))
         logger.info("order.reconciled", order_id=str(order.id), landed=landed is not None)
         if landed is not None:

@@ -125,6 +125,10 @@ class StageApp(faust.App, Generic[ServiceT]):
             producer_request_timeout=settings.kafka_request_timeout_ms / 1000 * 2,
             broker_commit_every=100,
             broker_commit_interval=1.0,
+            # faust waits 60 s by default before a dead member's partitions move: a crashed stage's orders
+            # would stall that long. Heartbeats every second, dead after 10 s.
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=1.0,
         )
         self._stage_name = stage
         self._stage_settings = settings
@@ -158,9 +162,9 @@ class StageApp(faust.App, Generic[ServiceT]):
         await super().on_start()
         settings = self._stage_settings
         await self._serve_http(getattr(settings, f"{self._stage_name}_metrics_port"), settings.metrics_host)
-        self._stage_pool = await create_pool(
-            settings.database_url, max_size=max(10, min(50, self.stage_tasks.capacity // 4))
-        )
+        # Ten connections serve thousands of jobs: a job holds one only for a statement, never while it
+        # waits on a venue (and Postgres's connection slots are shared by every process).
+        self._stage_pool = await create_pool(settings.database_url)
         self._stage_producer = new_producer(settings)
         await self._stage_producer.start()
         publisher = Publisher(self._stage_producer, settings)
@@ -175,9 +179,8 @@ class StageApp(faust.App, Generic[ServiceT]):
         self._stage_service = self._stage_build(
             StageContext(settings, self._stage_pool, publisher, steps, dex, self.stage_tasks)
         )
-
-    async def on_started(self) -> None:
-        await super().on_started()
+        # Not in on_started: that waits for the consumer group, and the sweep must not (after a crash it is
+        # what finishes the dead process's orders while the group rebalances).
         self._stage_background.append(asyncio.create_task(self._watchdog(), name="watchdog"))
         if self._stage_sweep is not None:
             self._stage_background.append(asyncio.create_task(self._sweeper(), name="sweeper"))

@@ -1,0 +1,59 @@
+"""I1 and I2 under a crash: SIGKILL the executor with hundreds of swaps in flight, start it again, and every
+order still finishes, exactly as the venue's ledger says, with one swap at most and a gapless seq."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.topics import ORDER_STATUS
+from tests.fixtures.orders import (
+    assert_consistent_with_ledger,
+    assert_gapless,
+    fetch,
+    ledger,
+    place_many,
+    read_topic,
+    wait_terminal,
+)
+from tests.fixtures.stack import create_stack, destroy_stack, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+IN_FLIGHT = {
+    "RATE_LIMIT": "0",
+    "QUEUE_CONCURRENCY": "1000",
+    "MOCK_EXECUTION_LATENCY_MIN_MS": "3000",
+    "MOCK_EXECUTION_LATENCY_MAX_MS": "4000",
+    "SWAP_WINDOW_MS": "6000",
+    "ORDER_DEADLINE_MS": "120000",
+    "SWEEP_INTERVAL_MS": "250",
+}
+
+
+async def test_sigkill_of_the_executor_with_200_swaps_in_flight_loses_nothing_and_swaps_once(
+    infrastructure: object,
+) -> None:
+    stack = await create_stack(**IN_FLIGHT)
+    try:
+        ids = await place_many(stack, 200)
+
+        async def many_in_flight() -> bool:
+            rows = await fetch(
+                stack,
+                "SELECT count(*) AS n FROM orders WHERE status = 'submitted' AND id = ANY($1::uuid[])",
+                ids,
+            )
+            return rows[0]["n"] >= 150
+
+        await wait_for(many_in_flight, timeout=60, interval=0.1, what="150 swaps in flight")
+        stack.processes["executor"].kill()
+        stack.start_service("executor")
+
+        rows = await wait_terminal(stack, ids, timeout=120)
+        assert_consistent_with_ledger(rows, await ledger(stack, ids))
+        assert_gapless(rows, await read_topic(stack, ORDER_STATUS))
+        assert sum(r["status"] == "confirmed" for r in rows.values()) >= 190, (
+            "slippage may fail a few, no more"
+        )
+    finally:
+        await destroy_stack(stack)
