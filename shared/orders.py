@@ -129,11 +129,18 @@ class OrderRecord:
 
     def error_history(self) -> list[AttemptError]:
         """Every error this order met, one per failed attempt (from its events)."""
-        return [
-            AttemptError(attempt=e.attempt, error=e.error, failure_reason=e.failure_reason, at=e.at)
-            for e in (StatusEvent.model_validate(entry) for entry in self.logs)
-            if e.error is not None and (e.status is S.PENDING or e.status is S.FAILED)
-        ]
+        history = []
+        for event in (StatusEvent.model_validate(entry) for entry in self.logs):
+            if event.error is None or event.status not in (S.PENDING, S.FAILED):
+                continue
+            # a retry event carries the attempt to come; the error is the previous attempt's
+            failed = event.attempt - 1 if event.status is S.PENDING else event.attempt
+            history.append(
+                AttemptError(
+                    attempt=failed, error=event.error, failure_reason=event.failure_reason, at=event.at
+                )
+            )
+        return history
 
     def latest_event(self) -> StatusEvent:
         """The event with this order's current seq (the last one in `logs`)."""

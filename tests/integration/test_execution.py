@@ -1,0 +1,207 @@
+"""Routing and execution against the real pipeline: deterministic prices under MOCK_SEED, the slippage guard,
+the retry loop seen over a WebSocket, the DLQ, the deadline, and two executors sharing partitions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import pytest
+
+from shared.dex import Latency, MockDex
+from shared.events import Dex, Quote
+from shared.topics import ORDER_STATUS, ORDERS_DLQ
+from tests.fixtures.orders import (
+    ORDER,
+    assert_consistent_with_ledger,
+    assert_gapless,
+    ledger,
+    place_many,
+    read_topic,
+    wait_terminal,
+)
+from tests.fixtures.stack import Stack, create_stack, destroy_stack, free_port, wait_for
+from tests.integration.test_order_flow import place, watch
+
+pytestmark = pytest.mark.integration
+
+SEED = "issue-4"
+PRICE_MOVE_BPS = 100
+
+
+@pytest.fixture(scope="module")
+async def seeded(infrastructure: object) -> AsyncIterator[Stack]:
+    stack = await create_stack(MOCK_SEED=SEED, MOCK_PRICE_MOVE_BPS=str(PRICE_MOVE_BPS), RATE_LIMIT="0")
+    try:
+        yield stack
+    finally:
+        await destroy_stack(stack)
+
+
+def venue() -> MockDex:
+    """The same venue as the stack's, computed here: a pure function of (seed, order, attempt)."""
+    pool: Any = None
+    return MockDex(
+        pool, seed=SEED, latency=Latency((0, 0), (0, 0)), price_move=Decimal(PRICE_MOVE_BPS) / 10_000
+    )
+
+
+def expected_quotes(order_id: str, body: dict[str, Any]) -> dict[str, Quote]:
+    return {
+        dex.value: venue().quote_now(
+            dex,
+            order_id=UUID(order_id),
+            token_in=body["tokenIn"],
+            token_out=body["tokenOut"],
+            amount_in=Decimal(body["amountIn"]),
+        )
+        for dex in Dex
+    }
+
+
+async def test_under_a_seed_routing_and_prices_are_the_venues_pure_function(seeded: Stack) -> None:
+    ids = [await place(seeded) for _ in range(3)]
+    for order_id in ids:
+        snapshot, live, _ = await watch(seeded, order_id)
+        events = snapshot["logs"] + live
+        building, last = events[2], events[-1]
+        expected = expected_quotes(order_id, ORDER)
+        assert building["quotes"] == {d: q.to_dict() for d, q in expected.items()}
+        best = max(expected.values(), key=lambda q: q.amount_out)
+        assert building["dex"] == best.dex.value
+        assert last["status"] == "confirmed", last
+        assert Decimal(last["executedPrice"]) == venue().execution_price(best, order_id=UUID(order_id))
+        quoted, got = best.amount_out, Decimal(last["amountOut"])
+        assert Decimal(last["slippageBps"]) == ((quoted - got) / quoted * 10_000).quantize(Decimal("0.01"))
+
+
+async def test_a_swap_beyond_the_slippage_tolerance_fails_and_swaps_nothing(seeded: Stack) -> None:
+    """With a 1 bps tolerance and a ±1 % price move, about half the swaps trip; the venue's own draw says
+    which, so the test knows each order's fate in advance and places orders until one trips."""
+    body = {**ORDER, "slippage": "0.0001"}
+    ids: list[str] = []
+    predicted: dict[str, bool] = {}
+    while not any(predicted.values()) and len(ids) < 40:
+        order_id = await place(seeded, body)
+        ids.append(order_id)
+        best = max(expected_quotes(order_id, body).values(), key=lambda q: q.amount_out)
+        executed = venue().execution_price(best, order_id=UUID(order_id))
+        got = (Decimal(body["amountIn"]) * executed * (1 - best.fee)).quantize(Decimal("0.000000001"))
+        predicted[order_id] = got < best.amount_out * (1 - Decimal(body["slippage"]))
+    rows = await wait_terminal(seeded, ids)
+    for order_id, trips in predicted.items():
+        row = rows[order_id]
+        if trips:
+            assert (row["status"], row["error"]) == ("failed", "slippage_exceeded"), order_id
+            assert row["attempt"] == 1, "a slippage failure is not retried"
+        else:
+            assert row["status"] == "confirmed", order_id
+    assert any(predicted.values())
+    assert_consistent_with_ledger(rows, await ledger(seeded, ids))
+
+
+async def test_two_executors_sharing_partitions_never_swap_twice(seeded: Stack) -> None:
+    """A second executor joins while swaps are in flight: partitions move, uncommitted messages are
+    delivered again to the newcomer, and still every order swaps at most once."""
+    ids = await place_many(seeded, 60)
+    second = seeded.start_service("executor", "executor-2", EXECUTOR_METRICS_PORT=str(free_port()))
+    ids += await place_many(seeded, 60)
+    try:
+        rows = await wait_terminal(seeded, ids, timeout=90)
+        assert_consistent_with_ledger(rows, await ledger(seeded, ids))
+        assert_gapless(rows, await read_topic(seeded, ORDER_STATUS))
+        await wait_for(lambda: "order.confirmed" in second.log_path.read_text(), what="executor-2 to swap")
+    finally:
+        second.stop()
+
+
+@pytest.fixture(scope="module")
+async def flaky(infrastructure: object) -> AsyncIterator[Stack]:
+    """Every swap fails with a transient error; four attempts in all, so three waits: 2 s, 4 s, 8 s."""
+    stack = await create_stack(
+        MOCK_SWAP_TRANSIENT_ERROR_RATE="1",
+        MAX_RETRIES="4",
+        MOCK_EXECUTION_LATENCY_MIN_MS="0",
+        MOCK_EXECUTION_LATENCY_MAX_MS="50",
+    )
+    try:
+        yield stack
+    finally:
+        await destroy_stack(stack)
+
+
+def ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+async def test_retries_back_off_2_4_8_seconds_then_the_order_fails_into_the_dlq(flaky: Stack) -> None:
+    order_id = await place(flaky)
+    snapshot, live, close_code = await watch(flaky, order_id)
+    events = snapshot["logs"] + live
+    assert close_code == 1000
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    one_attempt = ["routing", "building", "submitted"]
+    assert [e["status"] for e in events] == [
+        "pending",
+        *one_attempt,
+        "pending",
+        *one_attempt,
+        "pending",
+        *one_attempt,
+        "pending",
+        *one_attempt,
+        "failed",
+    ]
+    retries = [e for e in events[1:] if e["status"] == "pending"]
+    for number, (retry, delay) in enumerate(zip(retries, (2, 4, 8), strict=True), start=2):
+        assert (retry["attempt"], retry["maxAttempts"]) == (number, 4)
+        assert retry["error"] in ("venue_timeout", "blockhash_expired")
+        due = ts(retry["nextRetryAt"])
+        assert abs((due - ts(retry["at"])).total_seconds() - delay) < 0.05
+        routed = events[events.index(retry) + 1]
+        waited = (ts(routed["at"]) - ts(retry["at"])).total_seconds()
+        assert delay - 0.2 <= waited <= delay + 3, (number, waited)
+        assert routed["attempt"] == number
+    submitted = [e["attempt"] for e in events if e["status"] == "submitted"]
+    assert submitted == [1, 2, 3, 4]
+    failed = events[-1]
+    assert failed["attempt"] == 4 and failed["error"] in ("venue_timeout", "blockhash_expired")
+
+    async def dead_letter() -> dict[str, Any] | None:
+        letters = [m for m in await read_topic(flaky, ORDERS_DLQ) if m["orderId"] == order_id]
+        return letters[0] if letters else None
+
+    letter = await wait_for(dead_letter, timeout=10, interval=0.2, what="the order on orders.dlq")
+    assert (letter["attempts"], letter["maxAttempts"], letter["error"]) == (4, 4, failed["error"])
+    assert [e["attempt"] for e in letter["errors"]] == [1, 2, 3, 4]
+    assert all(e["error"] in ("venue_timeout", "blockhash_expired") for e in letter["errors"])
+    assert (letter["tokenIn"], letter["amountIn"]) == ("SOL", "1.5")
+    assert not await ledger(flaky, [order_id])
+
+
+@pytest.fixture(scope="module")
+async def slow_venue(infrastructure: object) -> AsyncIterator[Stack]:
+    """Swaps take 2.5-3 s and orders have 1.5 s: each one runs out of time while its swap is under way."""
+    stack = await create_stack(
+        ORDER_DEADLINE_MS="1500",
+        MOCK_EXECUTION_LATENCY_MIN_MS="2500",
+        MOCK_EXECUTION_LATENCY_MAX_MS="3000",
+    )
+    try:
+        yield stack
+    finally:
+        await destroy_stack(stack)
+
+
+async def test_an_order_past_its_deadline_fails_with_timeout_and_nothing_swaps(slow_venue: Stack) -> None:
+    order_id = await place(slow_venue)
+    snapshot, live, close_code = await watch(slow_venue, order_id)
+    events = snapshot["logs"] + live
+    assert close_code == 1000
+    failed = events[-1]
+    assert (failed["status"], failed["failureReason"], failed["error"]) == ("failed", "timeout", "timeout")
+    assert (ts(failed["at"]) - ts(events[0]["at"])).total_seconds() >= 1.5
+    assert not await ledger(slow_venue, [order_id]), "no swap may land after the deadline"
