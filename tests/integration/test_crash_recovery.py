@@ -3,6 +3,9 @@ order still finishes, exactly as the venue's ledger says, with one swap at most 
 
 from __future__ import annotations
 
+import asyncio
+import signal
+
 import pytest
 
 from shared.topics import ORDER_STATUS
@@ -11,6 +14,7 @@ from tests.fixtures.orders import (
     assert_gapless,
     fetch,
     ledger,
+    orders,
     place_many,
     read_topic,
     wait_terminal,
@@ -55,5 +59,38 @@ async def test_sigkill_of_the_executor_with_200_swaps_in_flight_loses_nothing_an
         assert sum(r["status"] == "confirmed" for r in rows.values()) >= 190, (
             "slippage may fail a few, no more"
         )
+    finally:
+        await destroy_stack(stack)
+
+
+async def test_sigterm_lets_the_swaps_in_flight_finish_and_exits_0(infrastructure: object) -> None:
+    stack = await create_stack(
+        RATE_LIMIT="0",
+        MOCK_EXECUTION_LATENCY_MIN_MS="1500",
+        MOCK_EXECUTION_LATENCY_MAX_MS="2000",
+        QUEUE_CONCURRENCY="100",
+    )
+    try:
+        ids = await place_many(stack, 40)
+
+        async def in_flight() -> list[str]:
+            rows = await fetch(
+                stack, "SELECT id FROM orders WHERE status = 'submitted' AND id = ANY($1::uuid[])", ids
+            )
+            return [str(r["id"]) for r in rows] if len(rows) >= 20 else []
+
+        submitted = await wait_for(in_flight, timeout=60, interval=0.05, what="20 swaps in flight")
+        executor = stack.processes["executor"]
+        assert executor.popen is not None
+        executor.popen.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(executor.popen.wait, 30) == 0
+        # finished by the process that was stopping, in their first attempt: nothing was left to a sweep
+        rows = await orders(stack, submitted)
+        assert {(r["status"], r["attempt"]) for r in rows.values()} <= {("confirmed", 1), ("failed", 1)}
+        assert_consistent_with_ledger(rows, await ledger(stack, submitted))
+
+        stack.start_service("executor")
+        rows = await wait_terminal(stack, ids, timeout=60)
+        assert_consistent_with_ledger(rows, await ledger(stack, ids))
     finally:
         await destroy_stack(stack)
