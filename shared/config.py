@@ -99,6 +99,8 @@ class Settings(BaseSettings):
             raise ValueError("MOCK_QUOTE_LATENCY_MIN_MS exceeds MOCK_QUOTE_LATENCY_MAX_MS")
         if self.mock_execution_latency_min_ms > self.mock_execution_latency_max_ms:
             raise ValueError("MOCK_EXECUTION_LATENCY_MIN_MS exceeds MOCK_EXECUTION_LATENCY_MAX_MS")
+        if self.swap_window_ms <= self.mock_execution_latency_max_ms:
+            raise ValueError("SWAP_WINDOW_MS must exceed MOCK_EXECUTION_LATENCY_MAX_MS (no swap could land)")
         return self
 
     def topic(self, name: str) -> str:

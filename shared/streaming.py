@@ -215,16 +215,19 @@ class StageApp(faust.App, Generic[ServiceT]):
             await asyncio.sleep(interval)
 
     def _lag(self) -> int:
+        """Messages on this stage's partitions not yet processed: the log end minus the committed offset
+        (faust commits only what its agents have finished)."""
         consumer = self.consumer
-        read_offsets: dict[Any, int | None] = getattr(consumer, "_read_offset", {})
+        committed: dict[Any, int | None] = getattr(consumer, "_committed_offset", {})
         total = 0
         for tp in consumer.assignment():
             try:
                 highwater = consumer.highwater(tp)
             except Exception:
                 continue
-            read = read_offsets.get(tp)
-            lag = max(0, (highwater or 0) - ((read + 1) if read is not None else 0))
+            # nothing committed yet: with auto.offset.reset=earliest, everything on the partition is due
+            done = committed.get(tp) or 0
+            lag = max(0, (highwater or 0) - done)
             CONSUMER_LAG.labels(tp.topic, self.conf.id).set(lag)
             total += lag
         return total

@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import httpx
 import pytest
 
 from shared.dex import Latency, MockDex
@@ -205,3 +206,31 @@ async def test_an_order_past_its_deadline_fails_with_timeout_and_nothing_swaps(s
     assert (failed["status"], failed["failureReason"], failed["error"]) == ("failed", "timeout", "timeout")
     assert (ts(failed["at"]) - ts(events[0]["at"])).total_seconds() >= 1.5
     assert not await ledger(slow_venue, [order_id]), "no swap may land after the deadline"
+
+
+async def test_the_watchdog_reports_a_stage_that_has_work_but_makes_no_progress(
+    infrastructure: object,
+) -> None:
+    """One swap slot and 3 s swaps: the agent waits for the slot with a message queued behind it."""
+    stack = await create_stack(
+        RATE_LIMIT="0",
+        QUEUE_CONCURRENCY="1",
+        MOCK_EXECUTION_LATENCY_MIN_MS="3000",
+        MOCK_EXECUTION_LATENCY_MAX_MS="3000",
+        SWAP_WINDOW_MS="5000",
+        WATCHDOG_STALL_MS="1000",
+    )
+    health = f"http://127.0.0.1:{stack.settings.executor_metrics_port}/health"
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            assert (await client.get(health)).json()["status"] == "ok"
+            ids = await place_many(stack, 2)
+
+            async def status(code: int) -> bool:
+                return (await client.get(health)).status_code == code
+
+            await wait_for(lambda: status(503), timeout=30, interval=0.1, what="/health to report the stall")
+            await wait_terminal(stack, ids, timeout=60)
+            await wait_for(lambda: status(200), timeout=30, interval=0.1, what="/health to recover")
+    finally:
+        await destroy_stack(stack)
