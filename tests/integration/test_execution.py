@@ -223,11 +223,15 @@ async def test_the_watchdog_reports_a_stage_that_has_work_but_makes_no_progress(
     health = f"http://127.0.0.1:{stack.settings.executor_metrics_port}/health"
     try:
         async with httpx.AsyncClient(timeout=5) as client:
-            assert (await client.get(health)).json()["status"] == "ok"
-            ids = await place_many(stack, 2)
 
             async def status(code: int) -> bool:
-                return (await client.get(health)).status_code == code
+                try:
+                    return (await client.get(health)).status_code == code
+                except httpx.TransportError:
+                    return False  # the stage is still starting
+
+            await wait_for(lambda: status(200), timeout=30, interval=0.1, what="the executor's /health")
+            ids = await place_many(stack, 2)
 
             await wait_for(lambda: status(503), timeout=30, interval=0.1, what="/health to report the stall")
             await wait_terminal(stack, ids, timeout=60)
