@@ -94,3 +94,36 @@ async def test_sigterm_lets_the_swaps_in_flight_finish_and_exits_0(infrastructur
         assert_consistent_with_ledger(rows, await ledger(stack, ids))
     finally:
         await destroy_stack(stack)
+
+
+async def test_sigkill_of_the_router_mid_routing_leaves_no_order_stuck(infrastructure: object) -> None:
+    """Quotes take 1-1.5 s, so a hundred orders sit in routing when the router dies; offsets of some of
+    them are already committed (the router's pool), so only the sweep can bring those back."""
+    stack = await create_stack(
+        RATE_LIMIT="0",
+        MOCK_QUOTE_LATENCY_MIN_MS="1000",
+        MOCK_QUOTE_LATENCY_MAX_MS="1500",
+        STALE_STEP_MS="2000",
+        SWEEP_INTERVAL_MS="250",
+    )
+    try:
+        ids = await place_many(stack, 100)
+
+        async def routing() -> bool:
+            rows = await fetch(
+                stack,
+                "SELECT count(*) AS n FROM orders WHERE status = 'routing' AND id = ANY($1::uuid[])",
+                ids,
+            )
+            return rows[0]["n"] >= 30
+
+        await wait_for(routing, timeout=60, interval=0.05, what="30 orders in routing")
+        stack.processes["router"].kill()
+        stack.start_service("router")
+
+        rows = await wait_terminal(stack, ids, timeout=90)
+        assert_consistent_with_ledger(rows, await ledger(stack, ids))
+        assert_gapless(rows, await read_topic(stack, ORDER_STATUS))
+        assert sum(r["status"] == "confirmed" for r in rows.values()) >= 95
+    finally:
+        await destroy_stack(stack)
