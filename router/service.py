@@ -11,7 +11,7 @@ import asyncio
 from uuid import UUID
 
 from shared.dex import MockDex
-from shared.errors import DexError, QuoteUnavailable
+from shared.errors import DexError, NoVenueCanQuote, QuoteUnavailable
 from shared.events import Dex, ExecuteOrder, OrderStatus, Quote, utcnow
 from shared.kafka import Publisher
 from shared.logging import get_logger
@@ -26,18 +26,6 @@ S = OrderStatus
 def best_quote(quotes: dict[Dex, Quote]) -> Quote:
     """The quote that returns the most tokenOut after fees; ties go to the first venue in catalogue order."""
     return max(quotes.values(), key=lambda q: (q.amount_out, -list(Dex).index(q.dex)))
-
-
-class NoQuote(QuoteUnavailable):
-    """Neither venue quoted. Retriable unless every venue failed for good (e.g. no pool anywhere)."""
-
-    def __init__(self, failures: dict[Dex, BaseException]) -> None:
-        super().__init__("no venue returned a quote: " + "; ".join(f"{d}: {e}" for d, e in failures.items()))
-        self.permanent = all(isinstance(e, DexError) and not e.retriable for e in failures.values())
-
-
-class PermanentNoQuote(DexError):
-    code = "quote_unavailable"
 
 
 class RouterService:
@@ -79,10 +67,10 @@ class RouterService:
     async def _build(self, order: OrderRecord) -> OrderRecord | None:
         quotes, failures = await self._quote_both(order)
         if not quotes:
-            error = NoQuote(failures)
-            if error.permanent:
-                return await self._steps.fail(order, PermanentNoQuote(error.message))
-            return await self._steps.retry_or_fail(order, error)
+            reason = "no venue returned a quote: " + "; ".join(f"{d}: {e!r}" for d, e in failures.items())
+            if all(isinstance(e, DexError) and not e.retriable for e in failures.values()):
+                return await self._steps.fail(order, NoVenueCanQuote(reason))
+            return await self._steps.retry_or_fail(order, QuoteUnavailable(reason))
         best = best_quote(quotes)
         logger.info(
             "order.routed",

@@ -84,6 +84,12 @@ class InsufficientLiquidity(DexError):
     code = "insufficient_liquidity"
 
 
+class NoVenueCanQuote(DexError):
+    """Every venue refused the pair for good (no pool, insufficient liquidity): retrying cannot help."""
+
+    code = "quote_unavailable"
+
+
 class OrderTimedOut(EngineError):
     """The order was not terminal within ORDER_DEADLINE_MS of its creation."""
 

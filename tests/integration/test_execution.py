@@ -12,7 +12,8 @@ from uuid import UUID
 import httpx
 import pytest
 
-from shared.dex import Latency, MockDex
+from shared.dex import FailureRates, Latency, MockDex
+from shared.errors import DexError
 from shared.events import Dex, Quote
 from shared.topics import ORDER_STATUS, ORDERS_DLQ
 from tests.fixtures.orders import (
@@ -236,5 +237,45 @@ async def test_the_watchdog_reports_a_stage_that_has_work_but_makes_no_progress(
             await wait_for(lambda: status(503), timeout=30, interval=0.1, what="/health to report the stall")
             await wait_terminal(stack, ids, timeout=60)
             await wait_for(lambda: status(200), timeout=30, interval=0.1, what="/health to recover")
+    finally:
+        await destroy_stack(stack)
+
+
+async def test_routing_uses_the_venue_that_answers_and_fails_when_none_does(infrastructure: object) -> None:
+    """Half the quotes time out (seeded, so the test knows which): one venue down routes on the other; both
+    down is retriable, and with a single attempt allowed the order fails with quote_unavailable."""
+    stack = await create_stack(
+        MOCK_SEED=SEED, MOCK_QUOTE_TRANSIENT_ERROR_RATE="0.5", MAX_RETRIES="1", RATE_LIMIT="0"
+    )
+    no_ledger: Any = None  # quotes never touch it
+    flaky_venue = MockDex(
+        no_ledger, seed=SEED, latency=Latency((0, 0), (0, 0)), failures=FailureRates(quote_transient=0.5)
+    )
+    try:
+        ids = await place_many(stack, 12)
+        rows = await wait_terminal(stack, ids)
+        answered: dict[str, set[str]] = {}
+        for order_id in ids:
+            answered[order_id] = set()
+            for dex in Dex:
+                try:
+                    flaky_venue.quote_now(
+                        dex,
+                        order_id=UUID(order_id),
+                        token_in="SOL",
+                        token_out="USDC",
+                        amount_in=Decimal("1.5"),
+                    )
+                    answered[order_id].add(dex.value)
+                except DexError:
+                    pass
+            row = rows[order_id]
+            building = next((e for e in row["logs"] if e["status"] == "building"), None)
+            if answered[order_id]:
+                assert building is not None and set(building["quotes"]) == answered[order_id], order_id
+                assert row["dex_used"] in answered[order_id]
+            else:
+                assert (row["status"], row["error"], building) == ("failed", "quote_unavailable", None)
+        assert any(len(a) == 1 for a in answered.values()), "no order met a single venue down (1 in 2^12)"
     finally:
         await destroy_stack(stack)
