@@ -11,8 +11,10 @@ deadline); that is also how orders submitted by a process that died are finished
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
+from uuid import UUID
 
 import asyncpg
 
@@ -53,6 +55,7 @@ class ExecutorService:
         self._tasks = tasks
         self._swap_window = timedelta(milliseconds=swap_window_ms)
         self._stale_step_ms = stale_step_ms
+        self._redriven: dict[tuple[UUID, int], float] = {}
 
     async def accept(self, command: ExecuteOrder) -> None:
         """Record the intent to swap, then hand the swap to the pool (waiting for a free slot)."""
@@ -134,7 +137,12 @@ class ExecutorService:
             logger.info("order.deadline_passed", order_id=str(order.id), status=order.status.value)
             await self._steps.republish_latest(order)
             await self._steps.time_out(order)
+        now = time.monotonic()
+        self._redriven = {k: t for k, t in self._redriven.items() if now - t < self._stale_step_ms / 1000}
         for order in await repository.stalled_before_submission(self._pool, stale_ms=self._stale_step_ms):
+            if (order.id, order.seq) in self._redriven:
+                continue  # put back on `orders` already; a backlogged router gets one copy, not one per sweep
+            self._redriven[(order.id, order.seq)] = now
             logger.info("order.redriven", order_id=str(order.id), status=order.status.value)
             await self._steps.republish_latest(order)
             await self._steps.redrive(order)

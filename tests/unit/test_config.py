@@ -58,3 +58,8 @@ def test_bad_values_are_refused(field: str, value: object) -> None:
 def test_latency_ranges_must_be_ordered() -> None:
     with pytest.raises(ValidationError):
         Settings(_env_file=None, mock_execution_latency_min_ms=3000, mock_execution_latency_max_ms=10)
+
+
+def test_a_swap_window_shorter_than_the_swap_is_refused() -> None:
+    with pytest.raises(ValueError, match="SWAP_WINDOW_MS"):
+        Settings(swap_window_ms=1000, mock_execution_latency_min_ms=0, mock_execution_latency_max_ms=3000)
