@@ -110,12 +110,17 @@ async def test_two_executors_sharing_partitions_never_swap_twice(seeded: Stack) 
     delivered again to the newcomer, and still every order swaps at most once."""
     ids = await place_many(seeded, 60)
     second = seeded.start_service("executor", "executor-2", EXECUTOR_METRICS_PORT=str(free_port()))
-    ids += await place_many(seeded, 60)
     try:
+
+        async def second_swaps() -> bool:
+            # keep orders coming until the newcomer has its partitions and swaps some of them
+            ids.extend(await place_many(seeded, 10))
+            return second.log_path.exists() and "order.confirmed" in second.log_path.read_text()
+
+        await wait_for(second_swaps, timeout=60, interval=0.5, what="executor-2 to take partitions and swap")
         rows = await wait_terminal(seeded, ids, timeout=90)
         assert_consistent_with_ledger(rows, await ledger(seeded, ids))
         assert_gapless(rows, await read_topic(seeded, ORDER_STATUS))
-        await wait_for(lambda: "order.confirmed" in second.log_path.read_text(), what="executor-2 to swap")
     finally:
         second.stop()
 
@@ -207,6 +212,15 @@ async def test_an_order_past_its_deadline_fails_with_timeout_and_nothing_swaps(s
     assert (failed["status"], failed["failureReason"], failed["error"]) == ("failed", "timeout", "timeout")
     assert (ts(failed["at"]) - ts(events[0]["at"])).total_seconds() >= 1.5
     assert not await ledger(slow_venue, [order_id]), "no swap may land after the deadline"
+
+
+async def test_the_sweep_fails_an_order_nobody_routes_once_its_deadline_passes(slow_venue: Stack) -> None:
+    slow_venue.processes["router"].kill()  # the last test on this stack: nothing routes from now on
+    order_id = await place(slow_venue)
+    snapshot, live, close_code = await watch(slow_venue, order_id)
+    events = snapshot["logs"] + live
+    assert [e["status"] for e in events] == ["pending", "failed"]
+    assert (events[-1]["failureReason"], close_code) == ("timeout", 1000)
 
 
 async def test_the_watchdog_reports_a_stage_that_has_work_but_makes_no_progress(
