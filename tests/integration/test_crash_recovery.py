@@ -26,9 +26,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 IN_FLIGHT = {
     "RATE_LIMIT": "0",
     "QUEUE_CONCURRENCY": "1000",
-    "MOCK_EXECUTION_LATENCY_MIN_MS": "3000",
-    "MOCK_EXECUTION_LATENCY_MAX_MS": "4000",
-    "SWAP_WINDOW_MS": "6000",
+    # Swaps outlast placing the orders, so the kill lands while they are in flight and none has settled.
+    "MOCK_EXECUTION_LATENCY_MIN_MS": "5000",
+    "MOCK_EXECUTION_LATENCY_MAX_MS": "6000",
+    "SWAP_WINDOW_MS": "8000",
     "ORDER_DEADLINE_MS": "120000",
     "SWEEP_INTERVAL_MS": "250",
 }
