@@ -53,3 +53,16 @@ async def stalled_before_submission(pool: asyncpg.Pool, *, stale_ms: int) -> lis
         SWEEP_BATCH,
     )
     return [OrderRecord.from_row(r) for r in rows]
+
+
+async def unpublished(pool: asyncpg.Pool, *, grace_ms: int) -> list[tuple[OrderRecord, int]]:
+    """Orders with events recorded but not known to be on `order.status` for `grace_ms` (their writer died
+    between commit and publish), with the last seq known to be published."""
+    rows = await pool.fetch(
+        "SELECT * FROM orders WHERE published_seq < seq"
+        " AND updated_at + make_interval(secs => $1::float8 / 1000) <= clock_timestamp()"
+        " ORDER BY updated_at LIMIT $2",
+        grace_ms,
+        SWEEP_BATCH,
+    )
+    return [(OrderRecord.from_row(r), r["published_seq"]) for r in rows]

@@ -31,6 +31,7 @@ logger = get_logger(__name__)
 S = OrderStatus
 BPS = Decimal(10_000)
 SETTLE_MARGIN_MS = 1000  # past valid_until, clocks of the venue (Postgres) and of this process agree
+UNPUBLISHED_GRACE_MS = 3000  # an event committed this long ago and not marked published: its writer died
 
 
 def realised_slippage_bps(quoted: Decimal, executed: Decimal) -> Decimal:
@@ -124,8 +125,12 @@ class ExecutorService:
         )
 
     async def sweep(self) -> None:
-        """Finish what nobody is finishing: settled submissions, overdue orders, stalled steps."""
+        """Finish what nobody is finishing: unpublished events, settled submissions, overdue orders, stalled
+        steps."""
         deadline_ms = self._steps.deadline_ms
+        for order, published_seq in await repository.unpublished(self._pool, grace_ms=UNPUBLISHED_GRACE_MS):
+            logger.info("order.events_republished", order_id=str(order.id), after_seq=published_seq)
+            await self._steps.publish_from(order, published_seq)
         for order in await repository.settled_submissions(
             self._pool,
             deadline_ms=deadline_ms,

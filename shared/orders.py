@@ -209,6 +209,13 @@ async def apply_event(
     return OrderRecord.from_row(row) if row is not None else None
 
 
+async def mark_published(conn: asyncpg.Pool | asyncpg.Connection, order_id: UUID, seq: int) -> None:
+    """Events up to `seq` are on `order.status` (what the sweep for unpublished events goes by)."""
+    await conn.execute(
+        "UPDATE orders SET published_seq = $2 WHERE id = $1 AND published_seq < $2", order_id, seq
+    )
+
+
 class OrderSteps:
     """Advances orders one step at a time: conditional UPDATE first, then the event on `order.status`."""
 
@@ -241,6 +248,7 @@ class OrderSteps:
             logger.info("order.step_taken_elsewhere", order_id=str(order.id), status=status.value)
             return None
         await self._publisher.status(event)
+        await mark_published(self._pool, event.order_id, event.seq)
         if status.terminal:
             ORDERS_FINISHED.labels(status.value).inc()
             END_TO_END_SECONDS.labels(status.value).observe((event.at - order.created_at).total_seconds())
@@ -327,4 +335,11 @@ class OrderSteps:
     async def republish_latest(self, order: OrderRecord) -> None:
         """On a redelivered message: the previous run may have committed its step but died before
         publishing it. Publishing the latest event again is harmless (consumers drop seq they have seen)."""
-        await self._publisher.status(order.latest_event())
+        await self.publish_from(order, order.seq - 1)
+
+    async def publish_from(self, order: OrderRecord, published_seq: int) -> None:
+        """Publish the order's events above `published_seq`, in order (from its logs), and record it."""
+        for entry in order.logs:
+            if entry["seq"] > published_seq:
+                await self._publisher.status(StatusEvent.model_validate(entry))
+        await mark_published(self._pool, order.id, order.seq)

@@ -3,18 +3,22 @@ the retry loop seen over a WebSocket, the DLQ, the deadline, and two executors s
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+import asyncpg
 import httpx
 import pytest
 
 from shared.dex import FailureRates, Latency, MockDex
 from shared.errors import DexError
-from shared.events import Dex, Quote
+from shared.events import Dex, OrderStatus, Quote, StatusEvent, utcnow
+from shared.orders import apply_event, load_order
 from shared.topics import ORDER_STATUS, ORDERS_DLQ
 from tests.fixtures.orders import (
     ORDER,
@@ -36,7 +40,12 @@ PRICE_MOVE_BPS = 100
 
 @pytest.fixture(scope="module")
 async def seeded(infrastructure: object) -> AsyncIterator[Stack]:
-    stack = await create_stack(MOCK_SEED=SEED, MOCK_PRICE_MOVE_BPS=str(PRICE_MOVE_BPS), RATE_LIMIT="0")
+    stack = await create_stack(
+        MOCK_SEED=SEED,
+        MOCK_PRICE_MOVE_BPS=str(PRICE_MOVE_BPS),
+        RATE_LIMIT="0",
+        STALE_STEP_MS="60000",  # so only the sweep for unpublished events can publish a lost one
+    )
     try:
         yield stack
     finally:
@@ -293,3 +302,33 @@ async def test_routing_uses_the_venue_that_answers_and_fails_when_none_does(infr
         assert any(len(a) == 1 for a in answered.values()), "no order met a single venue down (1 in 2^12)"
     finally:
         await destroy_stack(stack)
+
+
+async def test_an_event_committed_by_a_stage_that_died_before_publishing_it_still_reaches_the_topic(
+    seeded: Stack,
+) -> None:
+    """Given an order a router moved to routing in Postgres and then died (nothing on Kafka about it), the
+    executor's sweep publishes that event to `order.status`."""
+    order_id = uuid.uuid4()
+    pending = StatusEvent(order_id=order_id, seq=1, status=OrderStatus.PENDING, at=utcnow(), max_attempts=3)
+    conn = await asyncpg.connect(seeded.settings.database_url)
+    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=json.dumps, decoder=json.loads)
+    try:
+        await conn.execute(
+            "INSERT INTO orders (id, type, token_in, token_out, amount_in, slippage, status, seq, logs)"
+            " VALUES ($1, 'market', 'SOL', 'USDC', 1, 0.01, 'pending', 1, jsonb_build_array($2::jsonb))",
+            order_id,
+            pending.to_dict(),
+        )
+        order = await load_order(conn, order_id)
+        assert order is not None
+        routing = order.next_event(OrderStatus.ROUTING, max_attempts=3, attempt=1)
+        assert await apply_event(conn, routing, logs_max=50) is not None
+    finally:
+        await conn.close()
+
+    async def published() -> bool:
+        events = await read_topic(seeded, ORDER_STATUS)
+        return any(e["orderId"] == str(order_id) and e["seq"] == 2 for e in events)
+
+    await wait_for(published, timeout=30, interval=0.5, what="the committed routing event on order.status")
