@@ -74,9 +74,14 @@ class ExecutorService:
             await self._steps.time_out(order)
             return
         QUEUE_WAIT_SECONDS.labels("execution").observe((utcnow() - order.updated_at).total_seconds())
-        submitted = await self._steps.advance(order, S.SUBMITTED, attempt=max(order.attempt, 1))
+        # Only the durable intent on the agent's serial path; publishing it is the task's first step.
+        submitted = await self._steps.record(order, S.SUBMITTED, attempt=max(order.attempt, 1))
         if submitted is not None:
-            await self._tasks.spawn(self._swap(submitted))
+            await self._tasks.spawn(self._announce_and_swap(submitted))
+
+    async def _announce_and_swap(self, order: OrderRecord) -> None:
+        await self._steps.announce(order)
+        await self._swap(order)
 
     def _valid_until(self, order: OrderRecord) -> datetime:
         return min(order.deadline(self._steps.deadline_ms), order.updated_at + self._swap_window)

@@ -242,19 +242,32 @@ class OrderSteps:
 
     async def advance(self, order: OrderRecord, status: OrderStatus, **fields: Any) -> OrderRecord | None:
         """Move `order` to `status` and publish the event; None if another writer moved it first."""
+        updated = await self.record(order, status, **fields)
+        if updated is not None:
+            await self.announce(updated)
+        return updated
+
+    async def record(self, order: OrderRecord, status: OrderStatus, **fields: Any) -> OrderRecord | None:
+        """The durable half of `advance`: the conditional UPDATE alone. The caller `announce`s the result
+        (if it dies first, the sweep for unpublished events does)."""
         event = order.next_event(status, max_attempts=self._max_attempts, **fields)
         updated = await apply_event(self._pool, event, logs_max=self._logs_max)
         if updated is None:
             logger.info("order.step_taken_elsewhere", order_id=str(order.id), status=status.value)
-            return None
+        return updated
+
+    async def announce(self, order: OrderRecord) -> None:
+        """Publish the event `record` just wrote (the order's latest) and mark it published."""
+        event = order.latest_event()
         await self._publisher.status(event)
         await mark_published(self._pool, event.order_id, event.seq)
-        if status.terminal:
-            ORDERS_FINISHED.labels(status.value).inc()
-            END_TO_END_SECONDS.labels(status.value).observe((event.at - order.created_at).total_seconds())
-            if status is OrderStatus.FAILED:
+        if event.status.terminal:
+            ORDERS_FINISHED.labels(event.status.value).inc()
+            END_TO_END_SECONDS.labels(event.status.value).observe(
+                (event.at - order.created_at).total_seconds()
+            )
+            if event.status is OrderStatus.FAILED:
                 ORDER_FAILURES.labels(event.error or "unknown").inc()
-        return updated
 
     async def fail(self, order: OrderRecord, error: EngineError) -> OrderRecord | None:
         """A terminal failure, not retried."""
