@@ -17,7 +17,7 @@ import time
 
 import httpx
 
-from tests.fixtures.orders import fetch, place_many, wait_terminal
+from tests.fixtures.execution import fetch, place_many, wait_terminal
 from tests.fixtures.stack import create_stack, destroy_stack
 
 

@@ -57,11 +57,6 @@ class SlippageExceeded(DexError):
         super().__init__(f"the swap would return {amount_out}, below the minimum {min_amount_out}")
 
 
-class QuoteUnavailable(DexError):
-    code = "quote_unavailable"
-    retriable = True
-
-
 class VenueTimeout(DexError):
     """The venue did not answer in time; nothing happened on its side."""
 
@@ -97,3 +92,8 @@ class OrderTimedOut(EngineError):
 
     def __init__(self) -> None:
         super().__init__("timeout")
+
+
+class QuoteUnavailable(DexError):
+    code = "quote_unavailable"
+    retriable = True

@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from shared.topics import ORDER_STATUS
-from tests.fixtures.orders import (
+from tests.fixtures.execution import (
     assert_consistent_with_ledger,
     assert_gapless,
     fetch,

@@ -20,7 +20,7 @@ from shared.errors import DexError
 from shared.events import Dex, OrderStatus, Quote, StatusEvent, utcnow
 from shared.orders import apply_event, load_order
 from shared.topics import ORDER_STATUS, ORDERS_DLQ
-from tests.fixtures.orders import (
+from tests.fixtures.execution import (
     ORDER,
     assert_consistent_with_ledger,
     assert_gapless,
@@ -118,7 +118,7 @@ async def test_two_executors_sharing_partitions_never_swap_twice(seeded: Stack) 
     """A second executor joins while swaps are in flight: partitions move, uncommitted messages are
     delivered again to the newcomer, and still every order swaps at most once."""
     ids = await place_many(seeded, 60)
-    second = seeded.start_service("executor", "executor-2", EXECUTOR_METRICS_PORT=str(free_port()))
+    second = seeded.start_service("executor-2", module="executor", EXECUTOR_METRICS_PORT=str(free_port()))
     try:
 
         async def second_swaps() -> bool:
