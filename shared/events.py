@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
 import orjson
-from pydantic import BaseModel, ConfigDict, PlainSerializer
+from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -79,6 +79,14 @@ class Quote(Wire):
     amount_out: Amount
 
 
+SignedAmount = Annotated[
+    Decimal,
+    PlainSerializer(_plain, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}, mode="serialization"),
+]
+"""A decimal string that may be negative (e.g. a slippage in the user's favour)."""
+
+
 class StatusEvent(Wire):
     """One step in an order's life on `order.status` (design brief §2). `seq` is 1 for pending and grows by
     one per event of that order: it makes replay, dedupe and WebSocket resume exact."""
@@ -99,7 +107,7 @@ class StatusEvent(Wire):
     failure_reason: str | None = None
     error: str | None = None
     correlation_id: str | None = None
-    slippage_bps: Amount | None = None
+    slippage_bps: SignedAmount | None = None
     """On confirmed: how much less than quoted the swap returned, in bps (negative: it returned more)."""
 
 
