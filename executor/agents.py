@@ -13,18 +13,33 @@ from shared.topics import ORDERS_EXECUTE
 
 
 def build(ctx: StageContext) -> ExecutorService:
-    return ExecutorService(ctx.steps, ctx.dex)
+    return ExecutorService(
+        ctx.steps,
+        ctx.dex,
+        ctx.pool,
+        ctx.tasks,
+        swap_window_ms=ctx.settings.swap_window_ms,
+        stale_step_ms=ctx.settings.stale_step_ms,
+    )
 
 
-app: StageApp[ExecutorService] = StageApp("executor", get_settings(), build)
+async def sweep(service: ExecutorService) -> None:
+    await service.sweep()
+
+
+settings = get_settings()
+app: StageApp[ExecutorService] = StageApp(
+    "executor", settings, build, capacity=settings.queue_concurrency, sweep=sweep
+)
 execute_topic = app.bytes_topic(ORDERS_EXECUTE)
 
 
 @app.agent(execute_topic)
 async def execute_orders(stream: faust.StreamT[bytes]) -> None:
     async for payload in stream:
+        app.processed += 1
         command = ExecuteOrder.from_json(payload)
         with structlog.contextvars.bound_contextvars(
             orderId=str(command.order_id), correlationId=command.correlation_id
         ):
-            await app.stage_service.execute(command)
+            await app.stage_service.accept(command)

@@ -1,11 +1,18 @@
-"""Routing use case: pending → routing → building, then hand the order to the executor."""
+"""Routing use case: pending → routing → building, then hand the order to the executor.
+
+A retriable failure (no venue answered, and at least one failure was transient) goes round the retry loop of
+`shared/orders.py`; a retry comes back here from its retry topic once due and is routed afresh (new quotes:
+a stale quote is the likeliest reason a swap failed).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from uuid import UUID
 
 from shared.dex import MockDex
-from shared.events import Dex, ExecuteOrder, OrderPlaced, OrderStatus, Quote, utcnow
+from shared.errors import DexError, NoVenueCanQuote, QuoteUnavailable
+from shared.events import Dex, ExecuteOrder, OrderStatus, Quote, utcnow
 from shared.kafka import Publisher
 from shared.logging import get_logger
 from shared.metrics import QUEUE_WAIT_SECONDS, QUOTE_SECONDS
@@ -30,14 +37,26 @@ class RouterService:
         self._publisher = publisher
         self._quote_timeout_s = quote_timeout_s
 
-    async def route(self, placed: OrderPlaced) -> None:
-        order = await self._steps.load(placed.order_id)
+    async def route(self, order_id: UUID) -> None:
+        """Take the order from wherever it is before submission to the executor's topic."""
+        order = await self._steps.load(order_id)
         if order is None:
-            logger.warning("order.unknown", order_id=str(placed.order_id))
+            logger.warning("order.unknown", order_id=str(order_id))
+            return
+        if order.status.terminal or order.status is S.SUBMITTED:
+            await self._steps.republish_latest(order)
+            return
+        if self._steps.overdue(order):
+            await self._steps.time_out(order)
             return
         if order.status is S.PENDING:
-            QUEUE_WAIT_SECONDS.labels("routing").observe((utcnow() - order.created_at).total_seconds())
-            order = await self._steps.advance(order, S.ROUTING)
+            due = order.latest_event().next_retry_at
+            if due is not None and due > utcnow():
+                logger.info("order.retry_not_due", order_id=str(order.id))
+                return  # its retry topic brings it back when due
+            if order.attempt <= 1:
+                QUEUE_WAIT_SECONDS.labels("routing").observe((utcnow() - order.created_at).total_seconds())
+            order = await self._steps.advance(order, S.ROUTING, attempt=max(order.attempt, 1))
         else:
             await self._steps.republish_latest(order)
         if order is not None and order.status is S.ROUTING:
@@ -46,11 +65,12 @@ class RouterService:
             await self._hand_over(order)
 
     async def _build(self, order: OrderRecord) -> OrderRecord | None:
-        quotes = await self._quote_both(order)
+        quotes, failures = await self._quote_both(order)
         if not quotes:
-            return await self._steps.advance(
-                order, S.FAILED, failure_reason="no venue returned a quote", error="quote_unavailable"
-            )
+            reason = "no venue returned a quote: " + "; ".join(f"{d}: {e!r}" for d, e in failures.items())
+            if all(isinstance(e, DexError) and not e.retriable for e in failures.values()):
+                return await self._steps.fail(order, NoVenueCanQuote(reason))
+            return await self._steps.retry_or_fail(order, QuoteUnavailable(reason))
         best = best_quote(quotes)
         logger.info(
             "order.routed",
@@ -60,7 +80,7 @@ class RouterService:
         )
         return await self._steps.advance(order, S.BUILDING, dex=best.dex, quotes=quotes)
 
-    async def _quote_both(self, order: OrderRecord) -> dict[Dex, Quote]:
+    async def _quote_both(self, order: OrderRecord) -> tuple[dict[Dex, Quote], dict[Dex, BaseException]]:
         async def one(dex: Dex) -> Quote:
             with QUOTE_SECONDS.labels(dex.value).time():
                 return await asyncio.wait_for(
@@ -77,12 +97,14 @@ class RouterService:
 
         results = await asyncio.gather(*(one(dex) for dex in Dex), return_exceptions=True)
         quotes: dict[Dex, Quote] = {}
+        failures: dict[Dex, BaseException] = {}
         for dex, result in zip(Dex, results, strict=True):
             if isinstance(result, Quote):
                 quotes[dex] = result
             else:
+                failures[dex] = result
                 logger.warning("quote.failed", order_id=str(order.id), dex=dex.value, error=repr(result))
-        return quotes
+        return quotes, failures
 
     async def _hand_over(self, order: OrderRecord) -> None:
         assert order.dex_used is not None

@@ -115,6 +115,29 @@ class Settings(BaseSettings):
     mock_quote_latency_max_ms: int = Field(300, ge=0)
     mock_execution_latency_min_ms: int = Field(2000, ge=0)
     mock_execution_latency_max_ms: int = Field(3000, ge=0)
+    # Mock DEX behaviour beyond timing: how far the price moves between quote and swap, and injected
+    # failures (fractions 0..1, all off by default). Transient = timeouts, "blockhash expired"; permanent =
+    # no pool, insufficient liquidity.
+    mock_price_move_bps: int = Field(100, ge=0, description="Max price move between quote and swap, bps.")
+    mock_quote_transient_error_rate: float = Field(0.0, ge=0, le=1)
+    mock_quote_permanent_error_rate: float = Field(0.0, ge=0, le=1)
+    mock_swap_transient_error_rate: float = Field(0.0, ge=0, le=1)
+    mock_swap_permanent_error_rate: float = Field(0.0, ge=0, le=1)
+
+    # Execution (issue 4).
+    quote_timeout_ms: int = Field(2000, ge=1, description="Longest wait for one venue's quote.")
+    swap_window_ms: int = Field(
+        5000, ge=1, description="A submitted swap lands within this (a blockhash's life) or never."
+    )
+    router_concurrency: int = Field(100, ge=1, description="Orders being quoted at once per router process.")
+    sweep_interval_ms: int = Field(1000, ge=10, description="How often the executor sweeps stuck orders.")
+    stale_step_ms: int = Field(
+        10000, ge=100, description="Routing/building/pending-retry this long without progress is re-driven."
+    )
+    shutdown_grace_ms: int = Field(15000, ge=0, description="SIGTERM: how long in-flight swaps may finish.")
+    watchdog_stall_ms: int = Field(
+        30000, ge=100, description="Unhealthy when messages wait but none was processed for this long."
+    )
 
     @field_validator("mock_seed")
     @classmethod
@@ -132,6 +155,8 @@ class Settings(BaseSettings):
             raise ValueError("MOCK_QUOTE_LATENCY_MIN_MS exceeds MOCK_QUOTE_LATENCY_MAX_MS")
         if self.mock_execution_latency_min_ms > self.mock_execution_latency_max_ms:
             raise ValueError("MOCK_EXECUTION_LATENCY_MIN_MS exceeds MOCK_EXECUTION_LATENCY_MAX_MS")
+        if self.swap_window_ms <= self.mock_execution_latency_max_ms:
+            raise ValueError("SWAP_WINDOW_MS must exceed MOCK_EXECUTION_LATENCY_MAX_MS (no swap could land)")
         return self
 
     def topic(self, name: str) -> str:

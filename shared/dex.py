@@ -1,5 +1,17 @@
 """The mock Solana venues (seed §8): Raydium and Meteora quote around a base price with their own variance,
-take their pool fee, and execute after a delay at a price that has moved a little since the quote.
+take their pool fee, charge a price impact that grows with the trade's size, and execute after a delay at a
+price that has moved since the quote (up to MOCK_PRICE_MOVE_BPS either way, so a tight slippage really trips).
+
+Pool fees: Raydium 0.25 % on every pool; Meteora 0.2 % on pools of majors and stables (SOL, USDC, USDT) and
+0.3 % on every other pool. Price impact is a constant-product pool's: a trade worth `v` USD against a pool
+holding `L` USD of tokenIn gets `L / (L + v)` of the spot price (Raydium L = 20 M USD, Meteora 8 M USD); a
+trade above 30 % of L is refused (insufficient liquidity).
+
+Failure injection (settings, off by default): transient errors (a quote or swap that times out, a swap whose
+blockhash expired) are retriable and leave nothing behind; permanent ones (no pool for the pair, insufficient
+liquidity) are not. A swap also carries `valid_until`, like a Solana transaction's last valid block height:
+the venue lands it only before that instant (checked atomically with the ledger insert), so once it has
+passed, the ledger is final for that submission.
 
 With MOCK_SEED set every draw is a pure function of (seed, orderId, attempt, venue, purpose), so results do
 not depend on timing or concurrency; without it the draws are truly random. Executions are idempotent: the
@@ -13,13 +25,21 @@ import asyncio
 import hashlib
 import random
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
 import asyncpg
 
 from shared.config import Settings
-from shared.errors import SlippageExceeded
+from shared.errors import (
+    BlockhashExpired,
+    DexError,
+    InsufficientLiquidity,
+    NoPool,
+    SlippageExceeded,
+    VenueTimeout,
+)
 from shared.events import Dex, Quote
 
 PRICE_PLACES = Decimal("0.000000001")
@@ -41,18 +61,51 @@ USD_PRICES: dict[str, Decimal] = {
 KNOWN_TOKENS = frozenset(USD_PRICES)
 
 
+MAJORS = frozenset({"SOL", "USDC", "USDT"})
+
+
 @dataclass(frozen=True)
 class Venue:
     dex: Dex
     variance: Decimal  # quotes fall uniformly within ±variance of the base price
-    fee: Decimal  # pool fee taken from amountOut
+    fee: Decimal  # pool fee taken from amountOut (Meteora: on pools of majors; see pool_fee)
+    liquidity_usd: Decimal  # what a pool holds of tokenIn, in USD: sets the price impact
+
+    def pool_fee(self, token_in: str, token_out: str) -> Decimal:
+        if self.dex is Dex.METEORA and not {token_in.upper(), token_out.upper()} <= MAJORS:
+            return Decimal("0.003")
+        return self.fee
 
 
 VENUES: dict[Dex, Venue] = {
-    Dex.RAYDIUM: Venue(Dex.RAYDIUM, Decimal("0.025"), Decimal("0.0025")),
-    Dex.METEORA: Venue(Dex.METEORA, Decimal("0.03"), Decimal("0.002")),
+    Dex.RAYDIUM: Venue(Dex.RAYDIUM, Decimal("0.025"), Decimal("0.0025"), Decimal(20_000_000)),
+    Dex.METEORA: Venue(Dex.METEORA, Decimal("0.03"), Decimal("0.002"), Decimal(8_000_000)),
 }
-EXECUTION_DRIFT = Decimal("0.005")  # the price moves up to ±0.5 % between quote and execution
+MAX_POOL_SHARE = Decimal("0.3")  # a trade above this share of the pool is refused
+
+
+def price_impact(venue: Venue, usd_in: Decimal) -> Decimal:
+    """The factor (≤ 1) a trade worth `usd_in` gets of the spot price in a constant-product pool."""
+    return venue.liquidity_usd / (venue.liquidity_usd + usd_in)
+
+
+@dataclass(frozen=True)
+class FailureRates:
+    """Injected failure probabilities (0..1) per call; all zero by default."""
+
+    quote_transient: float = 0.0
+    quote_permanent: float = 0.0
+    swap_transient: float = 0.0
+    swap_permanent: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FailureRates:
+        return cls(
+            quote_transient=settings.mock_quote_transient_error_rate,
+            quote_permanent=settings.mock_quote_permanent_error_rate,
+            swap_transient=settings.mock_swap_transient_error_rate,
+            swap_permanent=settings.mock_swap_permanent_error_rate,
+        )
 
 
 @dataclass(frozen=True)
@@ -112,11 +165,31 @@ def swap_key(order_id: UUID) -> str:
 
 
 class MockDex:
-    def __init__(self, pool: asyncpg.Pool, *, seed: str | None, latency: Latency) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        seed: str | None,
+        latency: Latency,
+        price_move: Decimal = Decimal("0.01"),
+        failures: FailureRates | None = None,
+    ) -> None:
         self._pool = pool
         self._seed = seed
         self._latency = latency
+        self._price_move = price_move
+        self._failures = failures or FailureRates()
         self._entropy = random.SystemRandom()
+
+    @classmethod
+    def from_settings(cls, pool: asyncpg.Pool, settings: Settings) -> MockDex:
+        return cls(
+            pool,
+            seed=settings.mock_seed,
+            latency=Latency.from_settings(settings),
+            price_move=Decimal(settings.mock_price_move_bps) / Decimal(10_000),
+            failures=FailureRates.from_settings(settings),
+        )
 
     def _rng(self, order_id: UUID, attempt: int, dex: Dex, purpose: str) -> random.Random:
         if self._seed is None:
@@ -130,45 +203,108 @@ class MockDex:
 
     async def _delay(self, rng: random.Random, bounds: tuple[float, float]) -> None:
         low, high = bounds
+        wait = rng.uniform(low, high)  # drawn even when 0, so the draws after it do not depend on latency
         if high > 0:
-            await asyncio.sleep(rng.uniform(low, high))
+            await asyncio.sleep(wait)
+
+    @staticmethod
+    def _inject(rng: random.Random, transient: float, permanent: float, errors: tuple[DexError, ...]) -> None:
+        """Raise an injected failure: `errors` is (transient, transient, permanent, permanent)."""
+        draw = rng.random()
+        if draw < transient:
+            raise errors[0] if rng.random() < 0.5 else errors[1]
+        if draw < transient + permanent:
+            raise errors[2] if rng.random() < 0.5 else errors[3]
+
+    def quote_now(
+        self, dex: Dex, *, order_id: UUID, token_in: str, token_out: str, amount_in: Decimal, attempt: int = 1
+    ) -> Quote:
+        """The quote without the venue's delay (what `quote` answers; tests compute expectations with it)."""
+        venue = VENUES[dex]
+        rng = self._rng(order_id, attempt, dex, "quote")
+        rng.random()  # the delay's draw, so that quote() and quote_now() agree
+        self._inject(
+            self._rng(order_id, attempt, dex, "quote-failure"),
+            self._failures.quote_transient,
+            self._failures.quote_permanent,
+            (
+                VenueTimeout(f"{dex} quote timed out"),
+                VenueTimeout(f"{dex} quote timed out"),
+                NoPool(f"{dex} has no pool for {token_in}/{token_out}"),
+                NoPool(f"{dex} has no pool for {token_in}/{token_out}"),
+            ),
+        )
+        usd_in = amount_in * usd_price(token_in)
+        if usd_in > venue.liquidity_usd * MAX_POOL_SHARE:
+            raise InsufficientLiquidity(f"{dex} pool too shallow for {usd_in:.2f} USD")
+        spot = base_price(token_in, token_out) * (1 + self._uniform(rng, venue.variance))
+        price = (spot * price_impact(venue, usd_in)).quantize(PRICE_PLACES)
+        fee = venue.pool_fee(token_in, token_out)
+        amount_out = (amount_in * price * (1 - fee)).quantize(AMOUNT_PLACES)
+        return Quote(dex=dex, price=price, fee=fee, amount_out=amount_out)
 
     async def quote(
         self, dex: Dex, *, order_id: UUID, token_in: str, token_out: str, amount_in: Decimal, attempt: int = 1
     ) -> Quote:
-        venue = VENUES[dex]
-        rng = self._rng(order_id, attempt, dex, "quote")
-        await self._delay(rng, self._latency.quote)
-        price = (base_price(token_in, token_out) * (1 + self._uniform(rng, venue.variance))).quantize(
-            PRICE_PLACES
+        await self._delay(self._rng(order_id, attempt, dex, "quote"), self._latency.quote)
+        return self.quote_now(
+            dex,
+            order_id=order_id,
+            token_in=token_in,
+            token_out=token_out,
+            amount_in=amount_in,
+            attempt=attempt,
         )
-        amount_out = (amount_in * price * (1 - venue.fee)).quantize(AMOUNT_PLACES)
-        return Quote(dex=dex, price=price, fee=venue.fee, amount_out=amount_out)
+
+    def execution_price(self, quote: Quote, *, order_id: UUID, attempt: int = 1) -> Decimal:
+        """Where the price has moved by the time the swap executes (pure under a seed)."""
+        rng = self._rng(order_id, attempt, quote.dex, "execute")
+        rng.random()  # the delay's draw
+        return (quote.price * (1 + self._uniform(rng, self._price_move))).quantize(PRICE_PLACES)
 
     async def execute(
-        self, quote: Quote, *, order_id: UUID, amount_in: Decimal, min_amount_out: Decimal, attempt: int = 1
+        self,
+        quote: Quote,
+        *,
+        order_id: UUID,
+        amount_in: Decimal,
+        min_amount_out: Decimal,
+        attempt: int = 1,
+        valid_until: datetime | None = None,
     ) -> SwapResult:
         """Swap on the quote's venue. Idempotent per order: a repeat returns the first swap's result.
 
         Like an on-chain swap instruction, the swap carries the least output it accepts: if the price has
         moved so far that it would return less, the venue rejects it (SlippageExceeded) and nothing is
-        swapped."""
+        swapped. It lands only before `valid_until` (BlockhashExpired afterwards, nothing swapped)."""
         key = swap_key(order_id)
         done = await self.ledger_entry(key)
         if done is not None:
             return done
-        venue = VENUES[quote.dex]
         rng = self._rng(order_id, attempt, quote.dex, "execute")
         await self._delay(rng, self._latency.execution)
-        executed_price = (quote.price * (1 + self._uniform(rng, EXECUTION_DRIFT))).quantize(PRICE_PLACES)
-        amount_out = (amount_in * executed_price * (1 - venue.fee)).quantize(AMOUNT_PLACES)
+        executed_price = (quote.price * (1 + self._uniform(rng, self._price_move))).quantize(PRICE_PLACES)
+        self._inject(
+            self._rng(order_id, attempt, quote.dex, "execute-failure"),
+            self._failures.swap_transient,
+            self._failures.swap_permanent,
+            (
+                VenueTimeout(f"{quote.dex} swap timed out before it was sent"),
+                BlockhashExpired(f"{quote.dex} swap not included before its blockhash expired"),
+                NoPool(f"{quote.dex} pool closed"),
+                InsufficientLiquidity(f"{quote.dex} pool drained below the trade"),
+            ),
+        )
+        amount_out = (amount_in * executed_price * (1 - quote.fee)).quantize(AMOUNT_PLACES)
         if amount_out < min_amount_out:
             raise SlippageExceeded(str(min_amount_out), str(amount_out))
         tx_hash = b58encode(bytes(rng.getrandbits(8) for _ in range(64)))
         await self._pool.execute(
             "INSERT INTO mock_dex_swaps"
             " (idempotency_key, order_id, dex, amount_in, amount_out, executed_price, tx_hash)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING",
+            " SELECT $1, $2, $3, $4, $5, $6, $7"
+            " WHERE $8::timestamptz IS NULL OR clock_timestamp() <= $8::timestamptz"
+            " ON CONFLICT (idempotency_key) DO NOTHING",
             key,
             order_id,
             quote.dex.value,
@@ -176,9 +312,11 @@ class MockDex:
             amount_out,
             executed_price,
             tx_hash,
+            valid_until,
         )
         settled = await self.ledger_entry(key)
-        assert settled is not None
+        if settled is None:
+            raise BlockhashExpired(f"{quote.dex} swap not included before {valid_until}")
         return settled
 
     async def ledger_entry(self, key: str) -> SwapResult | None:

@@ -57,6 +57,43 @@ class SlippageExceeded(DexError):
         super().__init__(f"the swap would return {amount_out}, below the minimum {min_amount_out}")
 
 
+class VenueTimeout(DexError):
+    """The venue did not answer in time; nothing happened on its side."""
+
+    code = "venue_timeout"
+    retriable = True
+
+
+class BlockhashExpired(DexError):
+    """The swap's transaction was not included before its blockhash expired: it never landed."""
+
+    code = "blockhash_expired"
+    retriable = True
+
+
+class NoPool(DexError):
+    code = "no_pool"
+
+
+class InsufficientLiquidity(DexError):
+    code = "insufficient_liquidity"
+
+
+class NoVenueCanQuote(DexError):
+    """Every venue refused the pair for good (no pool, insufficient liquidity): retrying cannot help."""
+
+    code = "quote_unavailable"
+
+
+class OrderTimedOut(EngineError):
+    """The order was not terminal within ORDER_DEADLINE_MS of its creation."""
+
+    code = "timeout"
+
+    def __init__(self) -> None:
+        super().__init__("timeout")
+
+
 class QuoteUnavailable(DexError):
     code = "quote_unavailable"
     retriable = True

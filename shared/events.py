@@ -83,6 +83,14 @@ class Quote(Wire):
     amount_out: Amount
 
 
+SignedAmount = Annotated[
+    Decimal,
+    PlainSerializer(_plain, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}, mode="serialization"),
+]
+"""A decimal string that may be negative (e.g. a slippage in the user's favour)."""
+
+
 class StatusEvent(Wire):
     """One step in an order's life on `order.status` (design brief §2). `seq` is 1 for pending and grows by
     one per event of that order: it makes replay, dedupe and WebSocket resume exact."""
@@ -103,6 +111,8 @@ class StatusEvent(Wire):
     failure_reason: str | None = None
     error: str | None = None
     correlation_id: str | None = None
+    slippage_bps: SignedAmount | None = None
+    """On confirmed: how much less than quoted the swap returned, in bps (negative: it returned more)."""
 
 
 class OrderPlaced(Wire):
@@ -138,3 +148,42 @@ class ExecuteOrder(Wire):
 def dumps(value: Any) -> bytes:
     """JSON for plain dicts (already JSON-ready, e.g. from `to_dict`)."""
     return orjson.dumps(value)
+
+
+class RetryOrder(Wire):
+    """On `orders.retry.<delay>`: route this order again (attempt `attempt`) once `due_at` has come."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    order_id: UUID
+    attempt: int
+    due_at: datetime
+    created_at: datetime
+    """When the order was first accepted (the original timestamp: the deadline counts from it)."""
+    error: str
+    correlation_id: str | None = None
+
+
+class AttemptError(Wire):
+    attempt: int
+    error: str
+    failure_reason: str | None = None
+    at: datetime
+
+
+class DeadLetter(Wire):
+    """On `orders.dlq`: an order that failed for good after retrying, with every error it met."""
+
+    v: Literal[1] = SCHEMA_VERSION
+    order_id: UUID
+    token_in: str
+    token_out: str
+    amount_in: Amount
+    slippage: Amount
+    attempts: int
+    max_attempts: int
+    error: str
+    failure_reason: str | None = None
+    errors: list[AttemptError]
+    created_at: datetime
+    failed_at: datetime
+    correlation_id: str | None = None

@@ -4,28 +4,89 @@ Faust consumes with at-least-once delivery; the stages are idempotent (condition
 redelivery), so a message processed twice is harmless. Topics carry raw bytes and are decoded by our pydantic
 models at the agent edge. A stage's clients are built once when the app starts, before its agents run
 (`on_start` runs before mode starts the children), and closed after the agents stop (`on_shutdown`).
+
+Concurrency without faust's agent `concurrency` (faust #606: it can commit an offset past a message still in
+flight): each agent is serial, records what it is about to do durably in Postgres, and hands the slow part to
+a bounded `TaskPool`. The agent awaits a free slot (backpressure: at most `capacity` jobs in flight, and the
+partition is not read further meanwhile) and then moves on, so Kafka's offset may pass a job that has not
+finished; the stage's sweeper finds such orders in Postgres and finishes them (see docs/architecture.md).
+
+Each stage serves `/metrics` (Prometheus) and `/health` on its metrics port. `/health` turns 503 when the
+watchdog sees messages waiting on the stage's partitions but nothing processed for WATCHDOG_STALL_MS.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import faust
+from aiohttp import web
 from aiokafka import AIOKafkaProducer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.config import Settings
 from shared.db import create_pool
-from shared.dex import Latency, MockDex
+from shared.dex import MockDex
 from shared.kafka import Publisher, new_producer
-from shared.logging import configure_logging
-from shared.metrics import serve_metrics
+from shared.logging import configure_logging, get_logger
+from shared.metrics import CONSUMER_LAG
 from shared.orders import OrderSteps
 from shared.topics import TopicSpec
 
+logger = get_logger(__name__)
+
 ServiceT = TypeVar("ServiceT")
+
+
+class TaskPool:
+    """At most `capacity` jobs at once, as asyncio tasks (not threads): `spawn` waits for a free slot."""
+
+    def __init__(self, capacity: int, name: str) -> None:
+        self.capacity = capacity
+        self._name = name
+        self._slots = asyncio.Semaphore(capacity)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        try:
+            await self._slots.acquire()
+        except BaseException:
+            job.close()
+            raise
+        task = asyncio.create_task(self._run(job), name=self._name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, job: Coroutine[Any, Any, None]) -> None:
+        try:
+            await job
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The job's order stays where it was in Postgres; the sweeper finishes it.
+            logger.exception("task.failed", pool=self._name)
+        finally:
+            self._slots.release()
+
+    async def drain(self, grace_s: float) -> int:
+        """Wait up to `grace_s` for the jobs in flight, cancel the rest; returns how many were cancelled."""
+        if not self._tasks:
+            return 0
+        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+        return len(pending)
 
 
 @dataclass(frozen=True)
@@ -37,10 +98,19 @@ class StageContext:
     publisher: Publisher
     steps: OrderSteps
     dex: MockDex
+    tasks: TaskPool
 
 
 class StageApp(faust.App, Generic[ServiceT]):
-    def __init__(self, stage: str, settings: Settings, build: Callable[[StageContext], ServiceT]) -> None:
+    def __init__(
+        self,
+        stage: str,
+        settings: Settings,
+        build: Callable[[StageContext], ServiceT],
+        *,
+        capacity: int,
+        sweep: Callable[[ServiceT], Awaitable[None]] | None = None,
+    ) -> None:
         super().__init__(
             settings.topic(f"order-engine-{stage}"),
             broker=[f"kafka://{server}" for server in settings.kafka_servers],
@@ -55,13 +125,23 @@ class StageApp(faust.App, Generic[ServiceT]):
             producer_request_timeout=settings.kafka_request_timeout_ms / 1000 * 2,
             broker_commit_every=100,
             broker_commit_interval=1.0,
+            # faust waits 60 s by default before a dead member's partitions move: a crashed stage's orders
+            # would stall that long. Heartbeats every second, dead after 10 s.
+            broker_session_timeout=10.0,
+            broker_heartbeat_interval=1.0,
         )
         self._stage_name = stage
         self._stage_settings = settings
         self._stage_build = build
+        self._stage_sweep = sweep
         self._stage_pool: asyncpg.Pool | None = None
         self._stage_producer: AIOKafkaProducer | None = None
         self._stage_service: ServiceT | None = None
+        self._stage_http: web.AppRunner | None = None
+        self._stage_background: list[asyncio.Task[None]] = []
+        self.stage_tasks = TaskPool(capacity, f"{stage}-jobs")
+        self.processed = 0  # messages the stage's agents have taken; the watchdog's sign of life
+        self.healthy = True
 
     @property
     def stage_service(self) -> ServiceT:
@@ -81,25 +161,107 @@ class StageApp(faust.App, Generic[ServiceT]):
     async def on_start(self) -> None:
         await super().on_start()
         settings = self._stage_settings
-        serve_metrics(getattr(settings, f"{self._stage_name}_metrics_port"), settings.metrics_host)
+        await self._serve_http(getattr(settings, f"{self._stage_name}_metrics_port"), settings.metrics_host)
+        # Ten connections serve thousands of jobs: a job holds one only for a statement, never while it
+        # waits on a venue (and Postgres's connection slots are shared by every process).
         self._stage_pool = await create_pool(settings.database_url)
         self._stage_producer = new_producer(settings)
         await self._stage_producer.start()
         publisher = Publisher(self._stage_producer, settings)
         steps = OrderSteps(
-            self._stage_pool, publisher, max_attempts=settings.max_retries, logs_max=settings.order_logs_max
+            self._stage_pool,
+            publisher,
+            max_attempts=settings.max_retries,
+            logs_max=settings.order_logs_max,
+            deadline_ms=settings.order_deadline_ms,
         )
-        dex = MockDex(self._stage_pool, seed=settings.mock_seed, latency=Latency.from_settings(settings))
+        dex = MockDex.from_settings(self._stage_pool, settings)
         self._stage_service = self._stage_build(
-            StageContext(settings, self._stage_pool, publisher, steps, dex)
+            StageContext(settings, self._stage_pool, publisher, steps, dex, self.stage_tasks)
         )
+        # Not in on_started: that waits for the consumer group, and the sweep must not (after a crash it is
+        # what finishes the dead process's orders while the group rebalances).
+        self._stage_background.append(asyncio.create_task(self._watchdog(), name="watchdog"))
+        if self._stage_sweep is not None:
+            self._stage_background.append(asyncio.create_task(self._sweeper(), name="sweeper"))
+
+    async def on_stop(self) -> None:
+        for task in self._stage_background:
+            task.cancel()
+        await super().on_stop()
 
     async def on_shutdown(self) -> None:
+        # The agents have stopped taking messages; let the jobs in flight finish before closing what they use.
+        cancelled = await self.stage_tasks.drain(self._stage_settings.shutdown_grace_ms / 1000)
+        logger.info("stage.drained", stage=self._stage_name, cancelled=cancelled)
         if self._stage_producer is not None:
             await self._stage_producer.stop()
         if self._stage_pool is not None:
             await self._stage_pool.close()
+        if self._stage_http is not None:
+            await self._stage_http.cleanup()
         await super().on_shutdown()
+
+    async def _sweeper(self) -> None:
+        assert self._stage_sweep is not None
+        interval = self._stage_settings.sweep_interval_ms / 1000
+        while True:
+            try:
+                await self._stage_sweep(self.stage_service)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("sweep.failed", stage=self._stage_name)
+            await asyncio.sleep(interval)
+
+    def _lag(self) -> int:
+        """Messages on this stage's partitions not yet processed: the log end minus the committed offset
+        (faust commits only what its agents have finished)."""
+        consumer = self.consumer
+        committed: dict[Any, int | None] = getattr(consumer, "_committed_offset", {})
+        total = 0
+        for tp in consumer.assignment():
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:
+                continue
+            # nothing committed yet: with auto.offset.reset=earliest, everything on the partition is due
+            done = committed.get(tp) or 0
+            lag = max(0, (highwater or 0) - done)
+            CONSUMER_LAG.labels(tp.topic, self.conf.id).set(lag)
+            total += lag
+        return total
+
+    async def _watchdog(self) -> None:
+        stall_s = self._stage_settings.watchdog_stall_ms / 1000
+        last_count, last_progress = self.processed, time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, stall_s / 4))
+            now = time.monotonic()
+            if self.processed != last_count:
+                last_count, last_progress = self.processed, now
+            lag = self._lag()
+            stalled = lag > 0 and now - last_progress > stall_s
+            if stalled and self.healthy:
+                logger.error("stage.stalled", stage=self._stage_name, lag=lag)
+            self.healthy = not stalled
+            if lag == 0:
+                last_progress = now
+
+    async def _serve_http(self, port: int, host: str) -> None:
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def health(_: web.Request) -> web.Response:
+            body = {"status": "ok" if self.healthy else "stalled", "inFlight": self.stage_tasks.in_flight}
+            return web.json_response(body, status=200 if self.healthy else 503)
+
+        http = web.Application()
+        http.router.add_get("/metrics", metrics)
+        http.router.add_get("/health", health)
+        self._stage_http = web.AppRunner(http, access_log=None)
+        await self._stage_http.setup()
+        await web.TCPSite(self._stage_http, host, port).start()
 
     def run_worker(self) -> None:
         """Run this stage until SIGTERM/SIGINT, logging JSON lines to stdout."""

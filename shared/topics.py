@@ -26,8 +26,15 @@ ORDERS = TopicSpec("orders", 7 * DAY_MS, "OrderPlaced: accepted orders, to be ro
 ORDERS_EXECUTE = TopicSpec("orders.execute", 7 * DAY_MS, "ExecuteOrder: routed orders, to be swapped")
 ORDER_STATUS = TopicSpec("order.status", 7 * DAY_MS, "StatusEvent: every step of every order (public)")
 ORDERS_DLQ = TopicSpec("orders.dlq", 30 * DAY_MS, "Orders that exhausted their retries, with errors")
+# One topic per fixed delay: every message in one of them waits the same time, so they fall due in the order
+# they were written and a consumer only ever waits for the head of a partition.
+ORDERS_RETRY = (
+    TopicSpec("orders.retry.2s", 1 * DAY_MS, "RetryOrder: orders to route again after 2 s"),
+    TopicSpec("orders.retry.4s", 1 * DAY_MS, "RetryOrder: orders to route again after 4 s"),
+    TopicSpec("orders.retry.8s", 1 * DAY_MS, "RetryOrder: orders to route again after 8 s"),
+)
 
-CATALOGUE: tuple[TopicSpec, ...] = (ORDERS, ORDERS_EXECUTE, ORDER_STATUS, ORDERS_DLQ)
+CATALOGUE: tuple[TopicSpec, ...] = (ORDERS, ORDERS_EXECUTE, ORDER_STATUS, ORDERS_DLQ, *ORDERS_RETRY)
 
 
 async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CATALOGUE) -> list[str]:

@@ -45,6 +45,16 @@ def test_environment_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.kafka_servers == ["a:9092", "b:9092"]
 
 
+def test_a_swap_window_shorter_than_the_swap_is_refused() -> None:
+    with pytest.raises(ValidationError, match="SWAP_WINDOW_MS"):
+        Settings(
+            _env_file=None,
+            swap_window_ms=1000,
+            mock_execution_latency_min_ms=0,
+            mock_execution_latency_max_ms=3000,
+        )
+
+
 def test_topics_and_groups_take_the_prefix() -> None:
     assert Settings(_env_file=None, topic_prefix="t1.").topic("orders") == "t1.orders"
 

@@ -60,6 +60,7 @@ def test_status_event_speaks_camel_case_with_every_field_of_the_contract() -> No
         "failureReason",
         "error",
         "correlationId",
+        "slippageBps",  # issue 4: an optional field added to the contract
     }
     assert wire["v"] == 1
     assert wire["quotes"]["raydium"] == {

@@ -8,10 +8,11 @@ from decimal import Decimal
 
 import pytest
 
+from executor.service import realised_slippage_bps
 from router.service import best_quote
 from shared.errors import InvalidTransition
 from shared.events import Dex, OrderStatus, Quote
-from shared.orders import TRANSITIONS, OrderRecord, check_transition
+from shared.orders import TRANSITIONS, OrderRecord, check_transition, retry_delay
 
 S = OrderStatus
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
@@ -57,7 +58,14 @@ def test_any_open_order_can_fail(current: OrderStatus) -> None:
 
 @pytest.mark.parametrize(
     "current,target",
-    [(S.PENDING, S.SUBMITTED), (S.CONFIRMED, S.FAILED), (S.FAILED, S.ROUTING), (S.BUILDING, S.ROUTING)],
+    [
+        (S.PENDING, S.SUBMITTED),
+        (S.CONFIRMED, S.FAILED),
+        (S.FAILED, S.ROUTING),
+        (S.BUILDING, S.ROUTING),
+        (S.CONFIRMED, S.PENDING),
+        (S.FAILED, S.PENDING),
+    ],
 )
 def test_skips_and_reversals_are_refused(current: OrderStatus, target: OrderStatus) -> None:
     with pytest.raises(InvalidTransition):
@@ -97,3 +105,41 @@ def test_a_tie_goes_to_the_first_venue() -> None:
 
 def test_one_quote_is_enough_to_route() -> None:
     assert best_quote({Dex.METEORA: quote(Dex.METEORA, "5")}).dex is Dex.METEORA
+
+
+@pytest.mark.parametrize("current", [S.ROUTING, S.BUILDING, S.SUBMITTED])
+def test_a_retriable_failure_sends_an_open_order_back_to_pending(current: OrderStatus) -> None:
+    check_transition(current, S.PENDING)
+
+
+def test_retry_n_waits_2_4_8_seconds_on_its_own_topic() -> None:
+    assert [(d, t.name) for d, t in map(retry_delay, (1, 2, 3, 4))] == [
+        (2.0, "orders.retry.2s"),
+        (4.0, "orders.retry.4s"),
+        (8.0, "orders.retry.8s"),
+        (8.0, "orders.retry.8s"),
+    ]
+
+
+def test_the_error_history_names_the_attempt_that_failed() -> None:
+    def event(seq: int, status: OrderStatus, attempt: int, error: str | None = None) -> dict[str, object]:
+        order = make_order(seq=seq - 1, status=S.SUBMITTED if status is S.PENDING else S.PENDING)
+        return order.next_event(status, max_attempts=3, attempt=attempt, error=error).to_dict()
+
+    logs = [event(4, S.PENDING, 2, "venue_timeout"), event(8, S.PENDING, 3, "blockhash_expired")]
+    logs.append(
+        make_order(seq=11, status=S.SUBMITTED)
+        .next_event(S.FAILED, max_attempts=3, attempt=3, error="venue_timeout")
+        .to_dict()
+    )
+    history = make_order(logs=logs).error_history()
+    assert [(h.attempt, h.error) for h in history] == [
+        (1, "venue_timeout"),
+        (2, "blockhash_expired"),
+        (3, "venue_timeout"),
+    ]
+
+
+def test_realised_slippage_is_in_bps_of_the_quote() -> None:
+    assert realised_slippage_bps(Decimal("100"), Decimal("99.5")) == Decimal("50.00")
+    assert realised_slippage_bps(Decimal("100"), Decimal("100.1")) == Decimal("-10.00")

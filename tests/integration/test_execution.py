@@ -1,0 +1,334 @@
+"""Routing and execution against the real pipeline: deterministic prices under MOCK_SEED, the slippage guard,
+the retry loop seen over a WebSocket, the DLQ, the deadline, and two executors sharing partitions."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+import httpx
+import pytest
+
+from shared.dex import FailureRates, Latency, MockDex
+from shared.errors import DexError
+from shared.events import Dex, OrderStatus, Quote, StatusEvent, utcnow
+from shared.orders import apply_event, load_order
+from shared.topics import ORDER_STATUS, ORDERS_DLQ
+from tests.fixtures.execution import (
+    ORDER,
+    assert_consistent_with_ledger,
+    assert_gapless,
+    ledger,
+    place_many,
+    read_topic,
+    wait_terminal,
+)
+from tests.fixtures.stack import Stack, create_stack, destroy_stack, free_port, wait_for
+from tests.integration.test_order_flow import place, watch
+
+pytestmark = pytest.mark.integration
+
+SEED = "issue-4"
+PRICE_MOVE_BPS = 100
+
+
+@pytest.fixture(scope="module")
+async def seeded(infrastructure: object) -> AsyncIterator[Stack]:
+    stack = await create_stack(
+        MOCK_SEED=SEED,
+        MOCK_PRICE_MOVE_BPS=str(PRICE_MOVE_BPS),
+        RATE_LIMIT="0",
+        STALE_STEP_MS="60000",  # so only the sweep for unpublished events can publish a lost one
+    )
+    try:
+        yield stack
+    finally:
+        await destroy_stack(stack)
+
+
+def venue() -> MockDex:
+    """The same venue as the stack's, computed here: a pure function of (seed, order, attempt)."""
+    pool: Any = None
+    return MockDex(
+        pool, seed=SEED, latency=Latency((0, 0), (0, 0)), price_move=Decimal(PRICE_MOVE_BPS) / 10_000
+    )
+
+
+def expected_quotes(order_id: str, body: dict[str, Any]) -> dict[str, Quote]:
+    return {
+        dex.value: venue().quote_now(
+            dex,
+            order_id=UUID(order_id),
+            token_in=body["tokenIn"],
+            token_out=body["tokenOut"],
+            amount_in=Decimal(body["amountIn"]),
+        )
+        for dex in Dex
+    }
+
+
+async def test_under_a_seed_routing_and_prices_are_the_venues_pure_function(seeded: Stack) -> None:
+    ids = [await place(seeded) for _ in range(3)]
+    for order_id in ids:
+        snapshot, live, _ = await watch(seeded, order_id)
+        events = snapshot["logs"] + live
+        building, last = events[2], events[-1]
+        expected = expected_quotes(order_id, ORDER)
+        assert building["quotes"] == {d: q.to_dict() for d, q in expected.items()}
+        best = max(expected.values(), key=lambda q: q.amount_out)
+        assert building["dex"] == best.dex.value
+        assert last["status"] == "confirmed", last
+        assert Decimal(last["executedPrice"]) == venue().execution_price(best, order_id=UUID(order_id))
+        quoted, got = best.amount_out, Decimal(last["amountOut"])
+        assert Decimal(last["slippageBps"]) == ((quoted - got) / quoted * 10_000).quantize(Decimal("0.01"))
+
+
+async def test_a_swap_beyond_the_slippage_tolerance_fails_and_swaps_nothing(seeded: Stack) -> None:
+    """With a 1 bps tolerance and a ±1 % price move, about half the swaps trip; the venue's own draw says
+    which, so the test knows each order's fate in advance and places orders until one trips."""
+    body = {**ORDER, "slippage": "0.0001"}
+    ids: list[str] = []
+    predicted: dict[str, bool] = {}
+    while not any(predicted.values()) and len(ids) < 40:
+        order_id = await place(seeded, body)
+        ids.append(order_id)
+        best = max(expected_quotes(order_id, body).values(), key=lambda q: q.amount_out)
+        executed = venue().execution_price(best, order_id=UUID(order_id))
+        got = (Decimal(body["amountIn"]) * executed * (1 - best.fee)).quantize(Decimal("0.000000001"))
+        predicted[order_id] = got < best.amount_out * (1 - Decimal(body["slippage"]))
+    rows = await wait_terminal(seeded, ids)
+    for order_id, trips in predicted.items():
+        row = rows[order_id]
+        if trips:
+            assert (row["status"], row["error"]) == ("failed", "slippage_exceeded"), order_id
+            assert row["attempt"] == 1, "a slippage failure is not retried"
+        else:
+            assert row["status"] == "confirmed", order_id
+    assert any(predicted.values())
+    assert_consistent_with_ledger(rows, await ledger(seeded, ids))
+
+
+async def test_two_executors_sharing_partitions_never_swap_twice(seeded: Stack) -> None:
+    """A second executor joins while swaps are in flight: partitions move, uncommitted messages are
+    delivered again to the newcomer, and still every order swaps at most once."""
+    ids = await place_many(seeded, 60)
+    second = seeded.start_service("executor-2", module="executor", EXECUTOR_METRICS_PORT=str(free_port()))
+    try:
+
+        async def second_swaps() -> bool:
+            # keep orders coming until the newcomer has its partitions and swaps some of them
+            ids.extend(await place_many(seeded, 10))
+            return second.log_path.exists() and "order.confirmed" in second.log_path.read_text()
+
+        await wait_for(second_swaps, timeout=60, interval=0.5, what="executor-2 to take partitions and swap")
+        rows = await wait_terminal(seeded, ids, timeout=90)
+        assert_consistent_with_ledger(rows, await ledger(seeded, ids))
+        assert_gapless(rows, await read_topic(seeded, ORDER_STATUS))
+    finally:
+        second.stop()
+
+
+@pytest.fixture(scope="module")
+async def flaky(infrastructure: object) -> AsyncIterator[Stack]:
+    """Every swap fails with a transient error; four attempts in all, so three waits: 2 s, 4 s, 8 s."""
+    stack = await create_stack(
+        MOCK_SWAP_TRANSIENT_ERROR_RATE="1",
+        MAX_RETRIES="4",
+        MOCK_EXECUTION_LATENCY_MIN_MS="0",
+        MOCK_EXECUTION_LATENCY_MAX_MS="50",
+    )
+    try:
+        yield stack
+    finally:
+        await destroy_stack(stack)
+
+
+def ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+async def test_retries_back_off_2_4_8_seconds_then_the_order_fails_into_the_dlq(flaky: Stack) -> None:
+    order_id = await place(flaky)
+    snapshot, live, close_code = await watch(flaky, order_id)
+    events = snapshot["logs"] + live
+    assert close_code == 1000
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    one_attempt = ["routing", "building", "submitted"]
+    assert [e["status"] for e in events] == [
+        "pending",
+        *one_attempt,
+        "pending",
+        *one_attempt,
+        "pending",
+        *one_attempt,
+        "pending",
+        *one_attempt,
+        "failed",
+    ]
+    retries = [e for e in events[1:] if e["status"] == "pending"]
+    for number, (retry, delay) in enumerate(zip(retries, (2, 4, 8), strict=True), start=2):
+        assert (retry["attempt"], retry["maxAttempts"]) == (number, 4)
+        assert retry["error"] in ("venue_timeout", "blockhash_expired")
+        due = ts(retry["nextRetryAt"])
+        assert abs((due - ts(retry["at"])).total_seconds() - delay) < 0.05
+        routed = events[events.index(retry) + 1]
+        waited = (ts(routed["at"]) - ts(retry["at"])).total_seconds()
+        assert delay - 0.2 <= waited <= delay + 3, (number, waited)
+        assert routed["attempt"] == number
+    submitted = [e["attempt"] for e in events if e["status"] == "submitted"]
+    assert submitted == [1, 2, 3, 4]
+    failed = events[-1]
+    assert failed["attempt"] == 4 and failed["error"] in ("venue_timeout", "blockhash_expired")
+
+    async def dead_letter() -> dict[str, Any] | None:
+        letters = [m for m in await read_topic(flaky, ORDERS_DLQ) if m["orderId"] == order_id]
+        return letters[0] if letters else None
+
+    letter = await wait_for(dead_letter, timeout=10, interval=0.2, what="the order on orders.dlq")
+    assert (letter["attempts"], letter["maxAttempts"], letter["error"]) == (4, 4, failed["error"])
+    assert [e["attempt"] for e in letter["errors"]] == [1, 2, 3, 4]
+    assert all(e["error"] in ("venue_timeout", "blockhash_expired") for e in letter["errors"])
+    assert (letter["tokenIn"], letter["amountIn"]) == ("SOL", "1.5")
+    assert not await ledger(flaky, [order_id])
+
+
+@pytest.fixture(scope="module")
+async def slow_venue(infrastructure: object) -> AsyncIterator[Stack]:
+    """Swaps take 2.5-3 s and orders have 1.5 s: each one runs out of time while its swap is under way."""
+    stack = await create_stack(
+        ORDER_DEADLINE_MS="1500",
+        MOCK_EXECUTION_LATENCY_MIN_MS="2500",
+        MOCK_EXECUTION_LATENCY_MAX_MS="3000",
+    )
+    try:
+        yield stack
+    finally:
+        await destroy_stack(stack)
+
+
+async def test_an_order_past_its_deadline_fails_with_timeout_and_nothing_swaps(slow_venue: Stack) -> None:
+    order_id = await place(slow_venue)
+    snapshot, live, close_code = await watch(slow_venue, order_id)
+    events = snapshot["logs"] + live
+    assert close_code == 1000
+    failed = events[-1]
+    assert (failed["status"], failed["failureReason"], failed["error"]) == ("failed", "timeout", "timeout")
+    assert (ts(failed["at"]) - ts(events[0]["at"])).total_seconds() >= 1.5
+    assert not await ledger(slow_venue, [order_id]), "no swap may land after the deadline"
+
+
+async def test_the_sweep_fails_an_order_nobody_routes_once_its_deadline_passes(slow_venue: Stack) -> None:
+    slow_venue.processes["router"].kill()  # the last test on this stack: nothing routes from now on
+    order_id = await place(slow_venue)
+    snapshot, live, close_code = await watch(slow_venue, order_id)
+    events = snapshot["logs"] + live
+    assert [e["status"] for e in events] == ["pending", "failed"]
+    assert (events[-1]["failureReason"], close_code) == ("timeout", 1000)
+
+
+async def test_the_watchdog_reports_a_stage_that_has_work_but_makes_no_progress(
+    infrastructure: object,
+) -> None:
+    """One swap slot and 3 s swaps: the agent waits for the slot with a message queued behind it."""
+    stack = await create_stack(
+        RATE_LIMIT="0",
+        QUEUE_CONCURRENCY="1",
+        MOCK_EXECUTION_LATENCY_MIN_MS="3000",
+        MOCK_EXECUTION_LATENCY_MAX_MS="3000",
+        SWAP_WINDOW_MS="5000",
+        WATCHDOG_STALL_MS="1000",
+    )
+    health = f"http://127.0.0.1:{stack.settings.executor_metrics_port}/health"
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+
+            async def status(code: int) -> bool:
+                try:
+                    return (await client.get(health)).status_code == code
+                except httpx.TransportError:
+                    return False  # the stage is still starting
+
+            await wait_for(lambda: status(200), timeout=30, interval=0.1, what="the executor's /health")
+            ids = await place_many(stack, 2)
+
+            await wait_for(lambda: status(503), timeout=30, interval=0.1, what="/health to report the stall")
+            await wait_terminal(stack, ids, timeout=60)
+            await wait_for(lambda: status(200), timeout=30, interval=0.1, what="/health to recover")
+    finally:
+        await destroy_stack(stack)
+
+
+async def test_routing_uses_the_venue_that_answers_and_fails_when_none_does(infrastructure: object) -> None:
+    """Half the quotes time out (seeded, so the test knows which): one venue down routes on the other; both
+    down is retriable, and with a single attempt allowed the order fails with quote_unavailable."""
+    stack = await create_stack(
+        MOCK_SEED=SEED, MOCK_QUOTE_TRANSIENT_ERROR_RATE="0.5", MAX_RETRIES="1", RATE_LIMIT="0"
+    )
+    no_ledger: Any = None  # quotes never touch it
+    flaky_venue = MockDex(
+        no_ledger, seed=SEED, latency=Latency((0, 0), (0, 0)), failures=FailureRates(quote_transient=0.5)
+    )
+    try:
+        ids = await place_many(stack, 12)
+        rows = await wait_terminal(stack, ids)
+        answered: dict[str, set[str]] = {}
+        for order_id in ids:
+            answered[order_id] = set()
+            for dex in Dex:
+                try:
+                    flaky_venue.quote_now(
+                        dex,
+                        order_id=UUID(order_id),
+                        token_in="SOL",
+                        token_out="USDC",
+                        amount_in=Decimal("1.5"),
+                    )
+                    answered[order_id].add(dex.value)
+                except DexError:
+                    pass
+            row = rows[order_id]
+            building = next((e for e in row["logs"] if e["status"] == "building"), None)
+            if answered[order_id]:
+                assert building is not None and set(building["quotes"]) == answered[order_id], order_id
+                assert row["dex_used"] in answered[order_id]
+            else:
+                assert (row["status"], row["error"], building) == ("failed", "quote_unavailable", None)
+        assert any(len(a) == 1 for a in answered.values()), "no order met a single venue down (1 in 2^12)"
+    finally:
+        await destroy_stack(stack)
+
+
+async def test_an_event_committed_by_a_stage_that_died_before_publishing_it_still_reaches_the_topic(
+    seeded: Stack,
+) -> None:
+    """Given an order a router moved to routing in Postgres and then died (nothing on Kafka about it), the
+    executor's sweep publishes that event to `order.status`."""
+    order_id = uuid.uuid4()
+    pending = StatusEvent(order_id=order_id, seq=1, status=OrderStatus.PENDING, at=utcnow(), max_attempts=3)
+    conn = await asyncpg.connect(seeded.settings.database_url)
+    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=json.dumps, decoder=json.loads)
+    try:
+        await conn.execute(
+            "INSERT INTO orders (id, type, token_in, token_out, amount_in, slippage, status, seq, logs)"
+            " VALUES ($1, 'market', 'SOL', 'USDC', 1, 0.01, 'pending', 1, jsonb_build_array($2::jsonb))",
+            order_id,
+            pending.to_dict(),
+        )
+        order = await load_order(conn, order_id)
+        assert order is not None
+        routing = order.next_event(OrderStatus.ROUTING, max_attempts=3, attempt=1)
+        assert await apply_event(conn, routing, logs_max=50) is not None
+    finally:
+        await conn.close()
+
+    async def published() -> bool:
+        events = await read_topic(seeded, ORDER_STATUS)
+        return any(e["orderId"] == str(order_id) and e["seq"] == 2 for e in events)
+
+    await wait_for(published, timeout=30, interval=0.5, what="the committed routing event on order.status")

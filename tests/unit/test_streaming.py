@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import asyncio
+
+from shared.streaming import TaskPool
+
+
+async def test_the_pool_runs_at_most_its_capacity_and_spawn_waits_for_a_slot() -> None:
+    pool = TaskPool(3, "test")
+    running, peak = 0, 0
+    release = asyncio.Event()
+
+    async def job() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await release.wait()
+        running -= 1
+
+    for _ in range(3):
+        await pool.spawn(job())
+    fourth = asyncio.create_task(pool.spawn(job()))
+    await asyncio.sleep(0.01)
+    assert not fourth.done() and pool.in_flight == 3  # backpressure: the caller waits
+    release.set()
+    await fourth
+    assert await pool.drain(1.0) == 0
+    assert peak == 3 and pool.in_flight == 0
+
+
+async def test_a_failing_job_frees_its_slot() -> None:
+    pool = TaskPool(1, "test")
+
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    async def fine() -> None:
+        return None
+
+    await pool.spawn(boom())
+    await asyncio.wait_for(pool.spawn(fine()), 1.0)
+    assert await pool.drain(1.0) == 0
+
+
+async def test_drain_cancels_what_outlives_the_grace_period() -> None:
+    pool = TaskPool(2, "test")
+    await pool.spawn(asyncio.sleep(0.01))
+    await pool.spawn(asyncio.sleep(60))
+    assert await pool.drain(0.2) == 1
+    assert pool.in_flight == 0
