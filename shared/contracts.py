@@ -13,13 +13,15 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from shared.events import SCHEMA_VERSION, ExecuteOrder, OrderPlaced, StatusEvent
-from shared.topics import ORDER_STATUS, ORDERS, ORDERS_EXECUTE, TopicSpec
+from shared.events import SCHEMA_VERSION, DeadLetter, ExecuteOrder, OrderPlaced, RetryOrder, StatusEvent
+from shared.topics import ORDER_STATUS, ORDERS, ORDERS_DLQ, ORDERS_EXECUTE, ORDERS_RETRY, TopicSpec
 
 CONTRACTS: dict[TopicSpec, type[BaseModel]] = {
     ORDERS: OrderPlaced,
     ORDERS_EXECUTE: ExecuteOrder,
     ORDER_STATUS: StatusEvent,
+    ORDERS_DLQ: DeadLetter,
+    **dict.fromkeys(ORDERS_RETRY, RetryOrder),
 }
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 

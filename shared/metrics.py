@@ -4,7 +4,7 @@ error code, topic/group; never an orderId."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
@@ -39,8 +39,3 @@ WS_EVENTS_DELIVERED = Counter("ws_events_delivered_total", "Status events sent t
 WS_DELIVERY_SECONDS = Histogram(
     "ws_delivery_seconds", "From an event's time to its send on a WebSocket.", buckets=LATENCY_BUCKETS
 )
-
-
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Expose this process's metrics on http://host:port/metrics (for processes without an HTTP app)."""
-    start_http_server(port, addr=host)

@@ -14,6 +14,7 @@ from jsonschema import Draft202012Validator
 
 from shared.contracts import CONTRACTS, schema_for
 from shared.kafka import topic_partitions
+from shared.topics import ORDER_STATUS, ORDERS, ORDERS_EXECUTE
 from tests.fixtures.stack import ROOT, Stack
 from tests.integration.test_order_flow import place, watch
 
@@ -42,7 +43,12 @@ async def test_every_message_of_a_run_matches_its_topics_schema(stack: Stack) ->
     for spec in CONTRACTS:
         validator = Draft202012Validator(schema_for(spec))
         values = await read_all(stack, stack.settings.topic(spec.name))
-        assert values, f"no messages on {spec.name}"
+        if spec in (
+            ORDERS,
+            ORDERS_EXECUTE,
+            ORDER_STATUS,
+        ):  # retry and DLQ topics see traffic only on failures
+            assert values, f"no messages on {spec.name}"
         for value in values:
             errors = [e.message for e in validator.iter_errors(json.loads(value))]
             assert not errors, f"{spec.name}: {errors}"
