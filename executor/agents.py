@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import faust
-import structlog
 
 from executor.service import ExecutorService
 from shared.config import get_settings
 from shared.events import ExecuteOrder
-from shared.streaming import StageApp, StageContext
+from shared.streaming import StageApp, StageContext, message_context
 from shared.topics import ORDERS_EXECUTE
 
 
@@ -39,7 +38,5 @@ async def execute_orders(stream: faust.StreamT[bytes]) -> None:
     async for payload in stream:
         app.processed += 1
         command = ExecuteOrder.from_json(payload)
-        with structlog.contextvars.bound_contextvars(
-            orderId=str(command.order_id), correlationId=command.correlation_id
-        ):
+        with message_context(stream, command.order_id, command.correlation_id):
             await app.stage_service.accept(command)

@@ -62,7 +62,7 @@ class ExecutorService:
         """Record the intent to swap, then hand the swap to the pool (waiting for a free slot)."""
         order = await self._steps.load(command.order_id)
         if order is None:
-            logger.warning("order.unknown", order_id=str(command.order_id))
+            logger.warning("order.unknown", orderId=str(command.order_id))
             return
         if order.status is not S.BUILDING:
             # Redelivered (or overtaken by a retry): Postgres says where the order is. A submitted order's
@@ -103,11 +103,11 @@ class ExecutorService:
                     valid_until=self._valid_until(order),
                 )
         except SlippageExceeded as exc:
-            logger.info("order.slippage_exceeded", order_id=str(order.id), reason=exc.message)
+            logger.info("order.slippage_exceeded", orderId=str(order.id), reason=exc.message)
             await self._steps.fail(order, exc)
             return
         except DexError as exc:
-            logger.info("order.swap_failed", order_id=str(order.id), error=exc.code, retriable=exc.retriable)
+            logger.info("order.swap_failed", orderId=str(order.id), error=exc.code, retriable=exc.retriable)
             if self._steps.overdue(order):
                 await self._steps.time_out(order)
             else:
@@ -118,7 +118,7 @@ class ExecutorService:
     async def _confirm(self, order: OrderRecord, result: SwapResult) -> None:
         assert order.dex_used is not None
         quoted = order.quotes[order.dex_used].amount_out
-        logger.info("order.confirmed", order_id=str(order.id), dex=result.dex.value, tx_hash=result.tx_hash)
+        logger.info("order.confirmed", orderId=str(order.id), dex=result.dex.value, tx_hash=result.tx_hash)
         await self._steps.advance(
             order,
             S.CONFIRMED,
@@ -134,7 +134,7 @@ class ExecutorService:
         steps."""
         deadline_ms = self._steps.deadline_ms
         for order, published_seq in await repository.unpublished(self._pool, grace_ms=UNPUBLISHED_GRACE_MS):
-            logger.info("order.events_republished", order_id=str(order.id), after_seq=published_seq)
+            logger.info("order.events_republished", orderId=str(order.id), after_seq=published_seq)
             await self._steps.publish_from(order, published_seq)
         for order in await repository.settled_submissions(
             self._pool,
@@ -144,7 +144,7 @@ class ExecutorService:
         ):
             await self._settle(order)
         for order in await repository.overdue_unsubmitted(self._pool, deadline_ms=deadline_ms):
-            logger.info("order.deadline_passed", order_id=str(order.id), status=order.status.value)
+            logger.info("order.deadline_passed", orderId=str(order.id), status=order.status.value)
             await self._steps.republish_latest(order)
             await self._steps.time_out(order)
         now = time.monotonic()
@@ -153,7 +153,7 @@ class ExecutorService:
             if (order.id, order.seq) in self._redriven:
                 continue  # put back on `orders` already; a backlogged router gets one copy, not one per sweep
             self._redriven[(order.id, order.seq)] = now
-            logger.info("order.redriven", order_id=str(order.id), status=order.status.value)
+            logger.info("order.redriven", orderId=str(order.id), status=order.status.value)
             await self._steps.republish_latest(order)
             await self._steps.redrive(order)
 
@@ -162,7 +162,7 @@ class ExecutorService:
         first: the process that recorded it may have died before publishing it."""
         await self._steps.republish_latest(order)
         landed = await self._dex.ledger_entry(swap_key(order.id))
-        logger.info("order.reconciled", order_id=str(order.id), landed=landed is not None)
+        logger.info("order.reconciled", orderId=str(order.id), landed=landed is not None)
         if landed is not None:
             await self._confirm(order, landed)
         elif self._steps.overdue(order):

@@ -8,12 +8,11 @@ from __future__ import annotations
 import asyncio
 
 import faust
-import structlog
 
 from router.service import RouterService
 from shared.config import get_settings
 from shared.events import OrderPlaced, RetryOrder, utcnow
-from shared.streaming import StageApp, StageContext
+from shared.streaming import StageApp, StageContext, message_context
 from shared.topics import ORDERS, ORDERS_RETRY
 
 
@@ -33,9 +32,7 @@ async def route_orders(stream: faust.StreamT[bytes]) -> None:
     async for payload in stream:
         app.processed += 1
         placed = OrderPlaced.from_json(payload)
-        with structlog.contextvars.bound_contextvars(
-            orderId=str(placed.order_id), correlationId=placed.correlation_id
-        ):
+        with message_context(stream, placed.order_id, placed.correlation_id):
             await app.stage_tasks.spawn(app.stage_service.route(placed.order_id))
 
 
@@ -46,9 +43,7 @@ async def _retry(stream: faust.StreamT[bytes]) -> None:
         wait_s = (retry.due_at - utcnow()).total_seconds()
         if wait_s > 0:
             await asyncio.sleep(wait_s)  # only this topic's head waits: the rest of it is due later
-        with structlog.contextvars.bound_contextvars(
-            orderId=str(retry.order_id), correlationId=retry.correlation_id, attempt=retry.attempt
-        ):
+        with message_context(stream, retry.order_id, retry.correlation_id, attempt=retry.attempt):
             await app.stage_tasks.spawn(app.stage_service.route(retry.order_id))
 
 

@@ -41,7 +41,7 @@ class RouterService:
         """Take the order from wherever it is before submission to the executor's topic."""
         order = await self._steps.load(order_id)
         if order is None:
-            logger.warning("order.unknown", order_id=str(order_id))
+            logger.warning("order.unknown", orderId=str(order_id))
             return
         if order.status.terminal or order.status is S.SUBMITTED:
             await self._steps.republish_latest(order)
@@ -52,7 +52,7 @@ class RouterService:
         if order.status is S.PENDING:
             due = order.latest_event().next_retry_at
             if due is not None and due > utcnow():
-                logger.info("order.retry_not_due", order_id=str(order.id))
+                logger.info("order.retry_not_due", orderId=str(order.id))
                 return  # its retry topic brings it back when due
             if order.attempt <= 1:
                 QUEUE_WAIT_SECONDS.labels("routing").observe((utcnow() - order.created_at).total_seconds())
@@ -74,7 +74,7 @@ class RouterService:
         best = best_quote(quotes)
         logger.info(
             "order.routed",
-            order_id=str(order.id),
+            orderId=str(order.id),
             dex=best.dex.value,
             quotes={d.value: str(q.amount_out) for d, q in quotes.items()},
         )
@@ -103,7 +103,7 @@ class RouterService:
                 quotes[dex] = result
             else:
                 failures[dex] = result
-                logger.warning("quote.failed", order_id=str(order.id), dex=dex.value, error=repr(result))
+                logger.warning("quote.failed", orderId=str(order.id), dex=dex.value, error=repr(result))
         return quotes, failures
 
     async def _hand_over(self, order: OrderRecord) -> None:

@@ -253,7 +253,17 @@ class OrderSteps:
         event = order.next_event(status, max_attempts=self._max_attempts, **fields)
         updated = await apply_event(self._pool, event, logs_max=self._logs_max)
         if updated is None:
-            logger.info("order.step_taken_elsewhere", order_id=str(order.id), status=status.value)
+            logger.info("order.step_taken_elsewhere", orderId=str(order.id), status=status.value)
+            return None
+        logger.info(
+            "order.step",
+            status=status.value,
+            seq=event.seq,
+            attempt=event.attempt,
+            dex=event.dex.value if event.dex else None,
+            error=event.error,
+            duration_ms=round((event.at - order.updated_at).total_seconds() * 1000, 1),
+        )
         return updated
 
     async def announce(self, order: OrderRecord) -> None:
@@ -300,7 +310,7 @@ class OrderSteps:
         if retried is None:
             return None
         ORDER_RETRIES.labels(error.code).inc()
-        logger.info("order.retry_scheduled", order_id=str(order.id), attempt=attempt + 1, error=error.code)
+        logger.info("order.retry_scheduled", orderId=str(order.id), attempt=attempt + 1, error=error.code)
         command = RetryOrder(
             order_id=order.id,
             attempt=attempt + 1,

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import asyncpg
 import faust
+import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -41,6 +43,20 @@ from shared.topics import TopicSpec
 logger = get_logger(__name__)
 
 ServiceT = TypeVar("ServiceT")
+
+
+@contextmanager
+def message_context(
+    stream: faust.StreamT[Any], order_id: object, correlation_id: str | None, **fields: Any
+) -> Iterator[None]:
+    """Bind the order, its correlation id and the Kafka message being handled (`jobId` =
+    topic/partition/offset) to every log line written while handling it, tasks it spawns included."""
+    event = stream.current_event
+    job_id = f"{event.message.topic}/{event.message.partition}/{event.message.offset}" if event else None
+    with structlog.contextvars.bound_contextvars(
+        orderId=str(order_id), correlationId=correlation_id, jobId=job_id, **fields
+    ):
+        yield
 
 
 class TaskPool:
