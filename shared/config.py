@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(6, ge=1)
     topic_replication_factor: int = Field(1, ge=1)
     kafka_request_timeout_ms: int = Field(5000, ge=100, description="Producer and admin request timeout.")
+    kafka_metadata_max_age_ms: int = Field(
+        10000, ge=1000, description="Metadata refresh: how soon a stage notices partitions that reappeared."
+    )
 
     # Where each process listens. The proxy (nginx) owns PORT and forwards to these.
     ingress_host: str = "127.0.0.1"

@@ -144,6 +144,10 @@ class StageApp(faust.App, Generic[ServiceT]):
             # faust waits 60 s by default before a dead member's partitions move: a crashed stage's orders
             # would stall that long. Heartbeats every second, dead after 10 s.
             broker_session_timeout=10.0,
+            # A stage that rejoins its group while a restarted broker's metadata still lacks a topic gets no
+            # partitions of it; the group leader notices the topic (and rebalances) at the next metadata
+            # refresh. faust's default waits 5 minutes for that; this makes it seconds.
+            consumer_metadata_max_age_ms=settings.kafka_metadata_max_age_ms,
             broker_heartbeat_interval=1.0,
         )
         self._stage_name = stage
