@@ -46,19 +46,30 @@ def truncate_ip(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
+WEBSOCKET_HANDSHAKE = '%s - "WebSocket %s"'
+
+
 def _access_fields(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
-    """uvicorn's access lines become fields (method, path, status) with the client address truncated."""
+    """uvicorn's access and WebSocket-handshake lines become fields (method, path, status) with the client
+    address truncated and the query string dropped."""
     record = event.get("_record")
     args = event.pop("positional_args", None)
-    if record is not None and record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+    if record is None or not isinstance(args, tuple):
+        return event
+    if record.name == "uvicorn.access" and len(args) == 5:
         client, method, path, _version, status = args
-        event.update(
-            event="http.request",
-            method=method,
-            path=str(path).split("?", 1)[0],
-            status=status,
-            client=truncate_ip(str(client)),
-        )
+    elif str(record.msg).startswith(WEBSOCKET_HANDSHAKE) and len(args) >= 2:
+        client, method, path = args[0], "WEBSOCKET", args[1]
+        status = args[2] if len(args) == 3 else str(record.msg).rsplit(" ", 1)[-1].strip("[]")
+    else:
+        return event
+    event.update(
+        event="http.request",
+        method=method,
+        path=str(path).split("?", 1)[0],
+        status=status,
+        client=truncate_ip(str(client)),
+    )
     return event
 
 

@@ -82,3 +82,24 @@ def test_a_long_traceback_keeps_its_end_where_the_error_is(lines: Lines) -> None
         get_logger("x").exception("boom")
     [line] = lines()
     assert str(line["exception"]).rstrip().endswith("ValueError: the actual error")
+
+
+@pytest.mark.parametrize(
+    "msg,args,status",
+    [('%s - "WebSocket %s" [accepted]', (), "accepted"), ('%s - "WebSocket %s" %d', (429,), 429)],
+)
+def test_websocket_handshakes_carry_no_whole_client_address(
+    lines: Lines, msg: str, args: tuple[object, ...], status: object
+) -> None:
+    logging.getLogger("uvicorn.error").info(
+        msg, "198.51.100.23:40000", "/api/orders/execute?orderId=x", *args
+    )
+    [line] = lines()
+    assert (line["event"], line["method"], line["path"], line["status"], line["client"]) == (
+        "http.request",
+        "WEBSOCKET",
+        "/api/orders/execute",
+        status,
+        "198.51.100.0/24",
+    )
+    assert "198.51.100.23" not in json.dumps(line)
