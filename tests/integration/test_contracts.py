@@ -9,40 +9,22 @@ import sys
 
 import asyncpg
 import pytest
-from aiokafka import AIOKafkaConsumer
 from jsonschema import Draft202012Validator
 
 from shared.contracts import CONTRACTS, schema_for
-from shared.kafka import topic_partitions
 from shared.topics import ORDER_STATUS, ORDERS, ORDERS_EXECUTE
+from tests.fixtures.orders import topic_messages
 from tests.fixtures.stack import ROOT, Stack
 from tests.integration.test_order_flow import place, watch
 
 pytestmark = pytest.mark.integration
 
 
-async def read_all(stack: Stack, topic: str) -> list[bytes]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=stack.settings.kafka_servers, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = await topic_partitions(consumer._client, topic)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        values: list[bytes] = []
-        while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
-            for messages in (await consumer.getmany(timeout_ms=500)).values():
-                values.extend(m.value for m in messages)
-        return values
-    finally:
-        await consumer.stop()
-
-
 async def test_every_message_of_a_run_matches_its_topics_schema(stack: Stack) -> None:
     await watch(stack, await place(stack))
     for spec in CONTRACTS:
         validator = Draft202012Validator(schema_for(spec))
-        values = await read_all(stack, stack.settings.topic(spec.name))
+        values = [m.value for m in await topic_messages(stack.settings, spec)]
         if spec in (
             ORDERS,
             ORDERS_EXECUTE,
