@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Depends, FastAPI, Header, Request
-from prometheus_client import make_asgi_app
 from redis.asyncio import Redis
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
@@ -33,6 +32,7 @@ from shared.http import (
     decode_json_body,
     error_responses,
     install_error_handlers,
+    install_metrics,
     json_response,
 )
 from shared.kafka import Publisher, new_producer
@@ -129,7 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(CorrelationMiddleware)
-    app.mount("/metrics", make_asgi_app())
+    install_metrics(app)
     install_error_handlers(app)
 
     @app.post(

@@ -29,7 +29,6 @@ from uuid import UUID
 import asyncpg
 import orjson
 from fastapi import FastAPI, Request, WebSocket
-from prometheus_client import make_asgi_app
 from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect
 
@@ -47,6 +46,7 @@ from shared.http import (
     error_body,
     error_response,
     install_error_handlers,
+    install_metrics,
     json_response,
 )
 from shared.logging import get_logger
@@ -274,7 +274,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Order execution engine: notifier", version="1", lifespan=lifespan)
     app.add_middleware(CorrelationMiddleware)
-    app.mount("/metrics", make_asgi_app())
+    install_metrics(app)
     install_error_handlers(app)
 
     @app.websocket("/api/orders/execute")

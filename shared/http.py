@@ -14,6 +14,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
@@ -297,3 +298,11 @@ def serve(service: str, app: FastAPI, host: str, port: int, level: str, **uvicor
         proxy_headers=False,
         **uvicorn_options,
     )
+
+
+def install_metrics(app: FastAPI) -> None:
+    """GET /metrics: this process's metrics at the path itself (a mount would answer 307 first)."""
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -34,7 +34,7 @@ async def test_each_service_exports_its_metrics(stack: Stack) -> None:
         ),
         "notifier": (f"http://127.0.0.1:{s.notifier_port}/metrics", ["ws_connections_open"]),
     }
-    async with httpx.AsyncClient(timeout=5, follow_redirects=True) as client:
+    async with httpx.AsyncClient(timeout=5) as client:
         for name, (url, series) in endpoints.items():
 
             async def exported(url: str = url, series: list[str] = series) -> bool:
@@ -64,7 +64,7 @@ async def test_the_dashboard_queries_only_metrics_that_services_export(stack: St
     s = stack.settings
     ports = [s.ingress_port, s.notifier_port, s.router_metrics_port, s.executor_metrics_port]
     exported: set[str] = set()
-    async with httpx.AsyncClient(timeout=5, follow_redirects=True) as client:
+    async with httpx.AsyncClient(timeout=5) as client:
         for port in ports:
             text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
             exported |= set(re.findall(r"^# TYPE (\S+) ", text, flags=re.M))

@@ -121,7 +121,7 @@ class Notifier:
         return self.proc.log_path.read_text(errors="replace") if self.proc.log_path.exists() else ""
 
     async def metric(self, name: str) -> float:
-        async with httpx.AsyncClient(timeout=5, follow_redirects=True) as client:
+        async with httpx.AsyncClient(timeout=5) as client:
             text = (await client.get(f"http://127.0.0.1:{self.port}/metrics")).text
         match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
         return float(match.group(1)) if match else 0.0
