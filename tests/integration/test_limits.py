@@ -98,7 +98,7 @@ async def test_a_backlog_over_queue_max_lag_is_429_queue_full_until_it_drains(li
         body = full.json()
         assert body["error"] == "queue_full" and body["retryAfter"] >= 1
         assert full.headers["retry-after"] == str(body["retryAfter"])
-        metrics = (await client.get(f"http://127.0.0.1:{limited.settings.ingress_port}/metrics/")).text
+        metrics = (await client.get(f"http://127.0.0.1:{limited.settings.ingress_port}/metrics")).text
         group = limited.settings.topic(ROUTER_GROUP)
         assert (
             f'kafka_consumer_lag_messages{{group="{group}",topic="{limited.settings.topic(ORDERS.name)}"}}'
