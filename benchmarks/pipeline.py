@@ -17,7 +17,8 @@ import time
 
 import httpx
 
-from tests.fixtures.execution import fetch, place_many, wait_terminal
+from tests.fixtures.execution import place_many, wait_terminal
+from tests.fixtures.orders import fetch
 from tests.fixtures.stack import create_stack, destroy_stack
 
 
@@ -65,7 +66,7 @@ async def main(args: argparse.Namespace) -> None:
         placed = time.monotonic() - started
         await wait_terminal(stack, ids, timeout=args.timeout)
         rows = await fetch(
-            stack,
+            stack.settings,
             "SELECT status, extract(epoch FROM updated_at - created_at) AS e2e,"
             " extract(epoch FROM created_at) AS created, extract(epoch FROM updated_at) AS done"
             " FROM orders WHERE id = ANY($1::uuid[])",

@@ -15,10 +15,11 @@ import contextlib
 from collections import defaultdict
 from uuid import UUID
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from shared.config import Settings
 from shared.events import StatusEvent
+from shared.kafka import topic_partitions
 from shared.logging import get_logger
 from shared.topics import ORDER_STATUS
 
@@ -78,8 +79,7 @@ class Hub:
             request_timeout_ms=max(self._settings.kafka_request_timeout_ms, 10_000),
         )
         await self._consumer.start()
-        cluster = await self._consumer._client.fetch_all_metadata()
-        partitions = [TopicPartition(topic, p) for p in sorted(cluster.partitions_for_topic(topic) or ())]
+        partitions = await topic_partitions(self._consumer._client, topic)
         if not partitions:
             raise RuntimeError(f"topic {topic} does not exist: run `python -m shared.cli topics`")
         self._consumer.assign(partitions)

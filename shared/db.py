@@ -20,6 +20,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def connect(dsn: str) -> asyncpg.Connection:
+    """One connection (outside the pool) that speaks JSONB as Python objects, like the pool's."""
+    conn = await asyncpg.connect(dsn, timeout=COMMAND_TIMEOUT_S)
+    await _init_connection(conn)
+    return conn
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose connections speak JSONB as Python objects; commands time out instead of hanging."""
     pool = await asyncpg.create_pool(

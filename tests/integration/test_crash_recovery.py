@@ -12,13 +12,14 @@ from shared.topics import ORDER_STATUS
 from tests.fixtures.execution import (
     assert_consistent_with_ledger,
     assert_gapless,
-    fetch,
+    count_in_status,
     ledger,
     orders,
     place_many,
     read_topic,
     wait_terminal,
 )
+from tests.fixtures.orders import fetch
 from tests.fixtures.stack import create_stack, destroy_stack, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -43,12 +44,7 @@ async def test_sigkill_of_the_executor_with_200_swaps_in_flight_loses_nothing_an
         ids = await place_many(stack, 200)
 
         async def many_in_flight() -> bool:
-            rows = await fetch(
-                stack,
-                "SELECT count(*) AS n FROM orders WHERE status = 'submitted' AND id = ANY($1::uuid[])",
-                ids,
-            )
-            return rows[0]["n"] >= 150
+            return await count_in_status(stack, ids, "submitted") >= 150
 
         await wait_for(many_in_flight, timeout=60, interval=0.1, what="150 swaps in flight")
         stack.processes["executor"].kill()
@@ -76,7 +72,9 @@ async def test_sigterm_lets_the_swaps_in_flight_finish_and_exits_0(infrastructur
 
         async def in_flight() -> list[str]:
             rows = await fetch(
-                stack, "SELECT id FROM orders WHERE status = 'submitted' AND id = ANY($1::uuid[])", ids
+                stack.settings,
+                "SELECT id FROM orders WHERE status = 'submitted' AND id = ANY($1::uuid[])",
+                ids,
             )
             return [str(r["id"]) for r in rows] if len(rows) >= 20 else []
 
@@ -111,12 +109,7 @@ async def test_sigkill_of_the_router_mid_routing_leaves_no_order_stuck(infrastru
         ids = await place_many(stack, 100)
 
         async def routing() -> bool:
-            rows = await fetch(
-                stack,
-                "SELECT count(*) AS n FROM orders WHERE status = 'routing' AND id = ANY($1::uuid[])",
-                ids,
-            )
-            return rows[0]["n"] >= 30
+            return await count_in_status(stack, ids, "routing") >= 30
 
         await wait_for(routing, timeout=60, interval=0.05, what="30 orders in routing")
         stack.processes["router"].kill()

@@ -16,11 +16,12 @@ from websockets.exceptions import ConnectionClosed
 from shared.events import OrderPlaced, OrderStatus
 from shared.kafka import Publisher, new_producer
 from shared.topics import ORDERS
+from tests.fixtures.orders import order_body
 from tests.fixtures.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
 
-ORDER = {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1.5", "slippage": "0.01"}
+ORDER = order_body()
 HAPPY_PATH = ["pending", "routing", "building", "submitted", "confirmed"]
 
 
