@@ -299,12 +299,12 @@ class MockDex:
         if amount_out < min_amount_out:
             raise SlippageExceeded(str(min_amount_out), str(amount_out))
         tx_hash = b58encode(bytes(rng.getrandbits(8) for _ in range(64)))
-        await self._pool.execute(
+        landed = await self._pool.fetchrow(
             "INSERT INTO mock_dex_swaps"
             " (idempotency_key, order_id, dex, amount_in, amount_out, executed_price, tx_hash)"
             " SELECT $1, $2, $3, $4, $5, $6, $7"
             " WHERE $8::timestamptz IS NULL OR clock_timestamp() <= $8::timestamptz"
-            " ON CONFLICT (idempotency_key) DO NOTHING",
+            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING dex, tx_hash, executed_price, amount_out",
             key,
             order_id,
             quote.dex.value,
@@ -314,7 +314,8 @@ class MockDex:
             tx_hash,
             valid_until,
         )
-        settled = await self.ledger_entry(key)
+        # Not inserted: past valid_until, or another submission of this order landed first (its result).
+        settled = _swap_result(landed) if landed is not None else await self.ledger_entry(key)
         if settled is None:
             raise BlockhashExpired(f"{quote.dex} swap not included before {valid_until}")
         return settled
@@ -324,6 +325,8 @@ class MockDex:
             "SELECT dex, tx_hash, executed_price, amount_out FROM mock_dex_swaps WHERE idempotency_key = $1",
             key,
         )
-        if row is None:
-            return None
-        return SwapResult(Dex(row["dex"]), row["tx_hash"], row["executed_price"], row["amount_out"])
+        return _swap_result(row) if row is not None else None
+
+
+def _swap_result(row: asyncpg.Record) -> SwapResult:
+    return SwapResult(Dex(row["dex"]), row["tx_hash"], row["executed_price"], row["amount_out"])
