@@ -1,13 +1,13 @@
-"""The executor stage's faust app and agent: decode, bind the order's log context, call the service."""
+"""The executor stage's faust app and agent: decode a batch, hand it to the service."""
 
 from __future__ import annotations
 
 import faust
 
-from executor.service import ExecutorService
+from executor.service import ExecuteJob, ExecutorService
 from shared.config import get_settings
 from shared.events import ExecuteOrder
-from shared.streaming import StageApp, StageContext, message_context
+from shared.streaming import BATCH_WITHIN_S, StageApp, StageContext, job_id
 from shared.topics import ORDERS_EXECUTE
 
 
@@ -28,15 +28,22 @@ async def sweep(service: ExecutorService) -> None:
 
 settings = get_settings()
 app: StageApp[ExecutorService] = StageApp(
-    "executor", settings, build, capacity=settings.queue_concurrency, sweep=sweep
+    "executor",
+    settings,
+    build,
+    capacity=settings.queue_concurrency,
+    expected_job_s=settings.mock_execution_latency_max_ms / 1000,
+    sweep=sweep,
 )
 execute_topic = app.bytes_topic(ORDERS_EXECUTE)
 
 
 @app.agent(execute_topic)
 async def execute_orders(stream: faust.StreamT[bytes]) -> None:
-    async for payload in stream:
-        app.processed += 1
-        command = ExecuteOrder.from_json(payload)
-        with message_context(stream, command.order_id, command.correlation_id):
-            await app.stage_service.accept(command)
+    async for events in stream.take_events(settings.stage_batch_size, within=BATCH_WITHIN_S):  # type: ignore[attr-defined]
+        app.processed += len(events)
+        jobs = []
+        for event in events:
+            command = ExecuteOrder.from_json(event.value)
+            jobs.append(ExecuteJob(command.order_id, command.correlation_id, job_id(event)))
+        await app.stage_service.accept(jobs)

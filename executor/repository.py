@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from shared.orders import OrderRecord
+from shared.orders import STAGE_COLUMNS, OrderRecord
 
 SWEEP_BATCH = 500
 
@@ -12,7 +12,7 @@ SWEEP_BATCH = 500
 async def overdue_unsubmitted(pool: asyncpg.Pool, *, deadline_ms: int) -> list[OrderRecord]:
     """Open orders past their deadline that no swap can be running for (not submitted)."""
     rows = await pool.fetch(
-        "SELECT * FROM orders WHERE status IN ('pending', 'routing', 'building')"
+        f"SELECT {STAGE_COLUMNS} FROM orders WHERE status IN ('pending', 'routing', 'building')"
         " AND created_at + make_interval(secs => $1::float8 / 1000) <= clock_timestamp()"
         " ORDER BY created_at LIMIT $2",
         deadline_ms,
@@ -27,7 +27,7 @@ async def settled_submissions(
     """Submitted orders whose swap can no longer land (its `valid_until` has passed, plus a margin): the
     ledger now says for good whether it did."""
     rows = await pool.fetch(
-        "SELECT * FROM orders WHERE status = 'submitted'"
+        f"SELECT {STAGE_COLUMNS} FROM orders WHERE status = 'submitted'"
         " AND LEAST(created_at + make_interval(secs => $1::float8 / 1000),"
         "           updated_at + make_interval(secs => $2::float8 / 1000))"
         "     + make_interval(secs => $3::float8 / 1000) <= clock_timestamp()"
@@ -45,7 +45,7 @@ async def stalled_before_submission(pool: asyncpg.Pool, *, stale_ms: int) -> lis
     that died after its offset was committed). A pending order waiting for its retry is not stalled until
     its retry is `stale_ms` overdue."""
     rows = await pool.fetch(
-        "SELECT * FROM orders WHERE status IN ('pending', 'routing', 'building')"
+        f"SELECT {STAGE_COLUMNS} FROM orders WHERE status IN ('pending', 'routing', 'building')"
         " AND GREATEST(updated_at, COALESCE((logs -> -1 ->> 'nextRetryAt')::timestamptz, updated_at))"
         "     + make_interval(secs => $1::float8 / 1000) <= clock_timestamp()"
         " ORDER BY updated_at LIMIT $2",
@@ -53,16 +53,3 @@ async def stalled_before_submission(pool: asyncpg.Pool, *, stale_ms: int) -> lis
         SWEEP_BATCH,
     )
     return [OrderRecord.from_row(r) for r in rows]
-
-
-async def unpublished(pool: asyncpg.Pool, *, grace_ms: int) -> list[tuple[OrderRecord, int]]:
-    """Orders with events recorded but not known to be on `order.status` for `grace_ms` (their writer died
-    between commit and publish), with the last seq known to be published."""
-    rows = await pool.fetch(
-        "SELECT * FROM orders WHERE published_seq < seq"
-        " AND updated_at + make_interval(secs => $1::float8 / 1000) <= clock_timestamp()"
-        " ORDER BY updated_at LIMIT $2",
-        grace_ms,
-        SWEEP_BATCH,
-    )
-    return [(OrderRecord.from_row(r), r["published_seq"]) for r in rows]

@@ -1,17 +1,21 @@
 """Execution use cases: building → submitted → confirmed | failed | pending (retry), and the sweep that
 finishes what a crash, a lost message or the deadline left open.
 
-`accept` runs on the agent: it records the intent (building → submitted, a conditional UPDATE) and hands the
-swap to the bounded task pool. The swap carries `valid_until` = min(order deadline, submitted + SWAP_WINDOW):
-the venue lands it only before then, so no swap can start (land) after the deadline, and once that instant
-has passed the venue's ledger says for good whether the submission landed. The sweep settles such
-submissions from the ledger (confirmed) or as an expired transaction (retried, or failed `timeout` past the
-deadline); that is also how orders submitted by a process that died are finished after a restart.
-"""
+`accept` runs on the agent: for each order it waits for a free swap slot, and only then records the intent
+(building → submitted, a conditional UPDATE) and starts the swap. The swap's clock therefore starts when the
+swap does: waiting for a slot never eats its validity window. The swap carries `valid_until` = min(order
+deadline, submitted + SWAP_WINDOW): the venue lands it only before then, so no swap can land after the
+deadline, and once that instant has passed the venue's ledger says for good whether the submission landed.
+The sweep settles such submissions from the ledger (confirmed) or as an expired transaction (retried, or
+failed `timeout` past the deadline); that is also how orders submitted by a process that died are finished
+after a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from uuid import UUID
@@ -21,22 +25,32 @@ import asyncpg
 from executor import repository
 from shared.dex import MockDex, SwapResult, swap_key
 from shared.errors import BlockhashExpired, DexError, SlippageExceeded
-from shared.events import ExecuteOrder, OrderStatus, utcnow
+from shared.events import OrderPlaced, OrderStatus, utcnow
 from shared.logging import get_logger
 from shared.metrics import EXECUTION_SECONDS, QUEUE_WAIT_SECONDS, SWAPS_IN_FLIGHT
-from shared.orders import OrderRecord, OrderSteps
-from shared.streaming import TaskPool
+from shared.orders import OrderRecord, OrderSteps, message
+from shared.outbox import Message
+from shared.streaming import TaskPool, job_context
+from shared.topics import ORDERS
 
 logger = get_logger(__name__)
 S = OrderStatus
 BPS = Decimal(10_000)
 SETTLE_MARGIN_MS = 1000  # past valid_until, clocks of the venue (Postgres) and of this process agree
-UNPUBLISHED_GRACE_MS = 3000  # an event committed this long ago and not marked published: its writer died
 
 
 def realised_slippage_bps(quoted: Decimal, executed: Decimal) -> Decimal:
     """How much less than quoted the swap returned, in bps (negative when it returned more)."""
     return ((quoted - executed) / quoted * BPS).quantize(Decimal("0.01"))
+
+
+@dataclass(frozen=True)
+class ExecuteJob:
+    """One message asking to swap an order."""
+
+    order_id: UUID
+    correlation_id: str | None
+    job_id: str | None
 
 
 class ExecutorService:
@@ -58,40 +72,56 @@ class ExecutorService:
         self._stale_step_ms = stale_step_ms
         self._redriven: dict[tuple[UUID, int], float] = {}
 
-    async def accept(self, command: ExecuteOrder) -> None:
-        """Record the intent to swap, then hand the swap to the pool (waiting for a free slot)."""
-        order = await self._steps.load(command.order_id)
-        if order is None:
-            logger.warning("order.unknown", orderId=str(command.order_id))
-            return
-        if order.status is not S.BUILDING:
-            # Redelivered (or overtaken by a retry): Postgres says where the order is. A submitted order's
-            # swap is either running or will be settled by the sweep; never start a second driver here.
-            if order.status in (S.SUBMITTED, S.CONFIRMED, S.FAILED):
-                await self._steps.republish_latest(order)
-            return
-        if self._steps.overdue(order):
-            await self._steps.time_out(order)
-            return
-        QUEUE_WAIT_SECONDS.labels("execution").observe((utcnow() - order.updated_at).total_seconds())
-        # Only the durable intent on the agent's serial path; publishing it is the task's first step.
-        submitted = await self._steps.record(order, S.SUBMITTED, attempt=max(order.attempt, 1))
-        if submitted is not None:
-            await self._tasks.spawn(self._announce_and_swap(submitted))
+    async def accept(self, jobs: Sequence[ExecuteJob]) -> None:
+        """Start the swaps of a batch of routed orders, each as soon as a slot is free. Returns once every
+        swap's intent (submitted) is committed, so Kafka's offset passes only orders that Postgres shows
+        submitted (or finished)."""
+        orders = await self._steps.load_many([job.order_id for job in jobs])
+        recorded: list[asyncio.Future[None]] = []
+        for job in jobs:
+            with job_context(job.order_id, job.correlation_id, job.job_id):
+                order = orders.get(job.order_id)
+                if order is None:
+                    logger.warning("order.unknown", orderId=str(job.order_id))
+                elif order.status is not S.BUILDING:
+                    # Redelivered (or overtaken by a retry): Postgres says where the order is. A submitted
+                    # order's swap is either running or will be settled by the sweep: never a second driver.
+                    continue
+                elif self._steps.overdue(order):
+                    recorded.append(asyncio.ensure_future(self._time_out(order)))
+                else:
+                    done = asyncio.get_running_loop().create_future()
+                    await self._tasks.spawn(self._submit_and_swap(order, done))  # waits for a free slot
+                    recorded.append(done)
+        for outcome in await asyncio.gather(*recorded, return_exceptions=True):
+            if isinstance(outcome, Exception):  # the order stays in building: the sweep re-drives it
+                logger.error("order.submit_failed", error=repr(outcome))
 
-    async def _announce_and_swap(self, order: OrderRecord) -> None:
-        await self._steps.announce(order)
-        await self._swap(order)
+    async def _time_out(self, order: OrderRecord) -> None:
+        await self._steps.time_out(order)
+
+    async def _submit_and_swap(self, order: OrderRecord, recorded: asyncio.Future[None]) -> None:
+        QUEUE_WAIT_SECONDS.labels("execution").observe((utcnow() - order.updated_at).total_seconds())
+        try:
+            if self._steps.overdue(order):
+                await self._steps.time_out(order)
+                submitted = None
+            else:
+                submitted = await self._steps.advance(order, S.SUBMITTED, attempt=max(order.attempt, 1))
+        except BaseException as exc:
+            recorded.set_exception(exc)
+            raise
+        recorded.set_result(None)
+        if submitted is not None:
+            await self._swap(submitted)
 
     def _valid_until(self, order: OrderRecord) -> datetime:
+        """The swap lands before this or never: the deadline, or the window from its submission."""
         return min(order.deadline(self._steps.deadline_ms), order.updated_at + self._swap_window)
 
     async def _swap(self, order: OrderRecord) -> None:
         assert order.dex_used is not None
         quote = order.quotes[order.dex_used]
-        if self._steps.overdue(order):
-            await self._steps.time_out(order)
-            return
         try:
             with SWAPS_IN_FLIGHT.track_inprogress(), EXECUTION_SECONDS.labels(quote.dex.value).time():
                 result = await self._dex.execute(
@@ -130,12 +160,9 @@ class ExecutorService:
         )
 
     async def sweep(self) -> None:
-        """Finish what nobody is finishing: unpublished events, settled submissions, overdue orders, stalled
-        steps."""
+        """Finish what nobody is finishing: settled submissions, overdue orders, stalled steps. One order
+        that fails to settle does not stop the others."""
         deadline_ms = self._steps.deadline_ms
-        for order, published_seq in await repository.unpublished(self._pool, grace_ms=UNPUBLISHED_GRACE_MS):
-            logger.info("order.events_republished", orderId=str(order.id), after_seq=published_seq)
-            await self._steps.publish_from(order, published_seq)
         for order in await repository.settled_submissions(
             self._pool,
             deadline_ms=deadline_ms,
@@ -145,22 +172,22 @@ class ExecutorService:
             await self._settle(order)
         for order in await repository.overdue_unsubmitted(self._pool, deadline_ms=deadline_ms):
             logger.info("order.deadline_passed", orderId=str(order.id), status=order.status.value)
-            await self._steps.republish_latest(order)
             await self._steps.time_out(order)
         now = time.monotonic()
         self._redriven = {k: t for k, t in self._redriven.items() if now - t < self._stale_step_ms / 1000}
-        for order in await repository.stalled_before_submission(self._pool, stale_ms=self._stale_step_ms):
-            if (order.id, order.seq) in self._redriven:
-                continue  # put back on `orders` already; a backlogged router gets one copy, not one per sweep
+        stalled = [
+            order
+            for order in await repository.stalled_before_submission(self._pool, stale_ms=self._stale_step_ms)
+            # a backlogged router gets one copy, not one per sweep
+            if (order.id, order.seq) not in self._redriven
+        ]
+        for order in stalled:
             self._redriven[(order.id, order.seq)] = now
             logger.info("order.redriven", orderId=str(order.id), status=order.status.value)
-            await self._steps.republish_latest(order)
-            await self._steps.redrive(order)
+        await self._steps.outbox.write([redrive(order) for order in stalled])
 
     async def _settle(self, order: OrderRecord) -> None:
-        """A submission that can no longer land: the ledger decides. Its submitted event is published again
-        first: the process that recorded it may have died before publishing it."""
-        await self._steps.republish_latest(order)
+        """A submission that can no longer land: the ledger decides."""
         landed = await self._dex.ledger_entry(swap_key(order.id))
         logger.info("order.reconciled", orderId=str(order.id), landed=landed is not None)
         if landed is not None:
@@ -171,3 +198,18 @@ class ExecutorService:
             await self._steps.retry_or_fail(
                 order, BlockhashExpired("the swap was not confirmed before its blockhash expired")
             )
+
+
+def redrive(order: OrderRecord) -> Message:
+    """Put an order that made no progress back on `orders`: the router resumes it from its current step
+    (pending or routing); a step it repeats is a no-op if already done."""
+    placed = OrderPlaced(
+        order_id=order.id,
+        token_in=order.token_in,
+        token_out=order.token_out,
+        amount_in=order.amount_in,
+        slippage=order.slippage,
+        created_at=order.created_at,
+        correlation_id=order.correlation_id,
+    )
+    return message(ORDERS, order, placed)

@@ -15,9 +15,6 @@ from starlette.responses import Response
 
 from ingress import service
 from ingress.auth import Principal, authenticate
-from ingress.backlog import BacklogProbe
-from ingress.idempotency import IdempotencyStore
-from ingress.outbox import OutboxRelay
 from ingress.ratelimit import Decision, RateLimiter
 from ingress.schemas import OrderAccepted, OrderView, PlaceOrder, Readiness
 from shared.config import Settings, get_settings
@@ -35,7 +32,7 @@ from shared.http import (
     install_metrics,
     json_response,
 )
-from shared.kafka import Publisher, new_producer
+from shared.kafka import new_producer
 
 IDEMPOTENCY_KEY = r"^[\x20-\x7e]{1,255}$"
 EXPOSED_HEADERS = [
@@ -81,18 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             producer = new_producer(settings)
             await producer.start()
             resources.push_async_callback(producer.stop)
-            backlog = BacklogProbe(settings, pool)
-            resources.push_async_callback(backlog.stop)
-            await backlog.start()
-            relay = OutboxRelay(
-                pool,
-                Publisher(producer, settings),
-                poll_interval_s=settings.outbox_poll_interval_ms / 1000,
-                batch_size=settings.outbox_batch_size,
-                fast_path=settings.outbox_fast_path,
+            app.state.intake = await resources.enter_async_context(
+                service.open_intake(settings, pool, redis, producer)
             )
-            relay.start()
-            resources.push_async_callback(relay.stop)
             app.state.pool, app.state.redis, app.state.producer = pool, redis, producer
             app.state.trusted_proxies = settings.trusted_proxy_networks
             app.state.limiter = RateLimiter(
@@ -100,15 +88,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 limit_per_minute=settings.rate_limit,
                 key_prefix=settings.redis_key_prefix,
                 fail_open=settings.rate_limit_fail_open,
-            )
-            app.state.intake = service.Intake(
-                pool=pool,
-                relay=relay,
-                idempotency=IdempotencyStore(
-                    redis, key_prefix=settings.redis_key_prefix, ttl_s=settings.idempotency_ttl_s
-                ),
-                backlog=backlog,
-                max_attempts=settings.max_retries,
             )
             yield
 

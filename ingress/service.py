@@ -1,25 +1,32 @@
-"""Ingress use cases: accept an order (idempotently, within the backlog limit, through the outbox), look
-one up."""
+"""Ingress use cases: accept an order (idempotently, if the pipeline can finish it in time, through the
+outbox), look one up."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from uuid import UUID
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
+from redis.asyncio import Redis
 
 from ingress import repository
-from ingress.backlog import BacklogProbe
+from ingress.admission import Admission
 from ingress.idempotency import Claim, IdempotencyStore
-from ingress.outbox import OutboxRelay
+from ingress.repository import NewOrder
 from ingress.schemas import OrderAccepted, PlaceOrder
+from shared.batching import GroupCommit
+from shared.config import Settings
+from shared.db import UNREACHABLE
 from shared.errors import IdempotencyConflict, IdempotencyInProgress, NotFound, ServiceUnavailable
 from shared.events import OrderPlaced, OrderStatus, StatusEvent, utcnow
 from shared.logging import get_logger
 from shared.metrics import ORDERS_ACCEPTED
 from shared.orders import OrderRecord, load_order
-from shared.topics import ORDER_STATUS, ORDERS
+from shared.outbox import Outbox
 
 logger = get_logger(__name__)
 
@@ -29,10 +36,38 @@ class Intake:
     """What accepting an order needs; built once in the app's lifespan."""
 
     pool: asyncpg.Pool
-    relay: OutboxRelay
+    writer: GroupCommit[NewOrder, None]
     idempotency: IdempotencyStore
-    backlog: BacklogProbe
+    admission: Admission
     max_attempts: int
+
+
+@asynccontextmanager
+async def open_intake(
+    settings: Settings, pool: asyncpg.Pool, redis: Redis, producer: AIOKafkaProducer
+) -> AsyncIterator[Intake]:
+    """Admission sampling, the outbox and the group-committed order writer, running; stopped on exit."""
+    async with AsyncExitStack() as running:
+        outbox = Outbox(pool, producer, settings)
+        outbox.start()
+        running.push_async_callback(outbox.stop)
+        writer: GroupCommit[NewOrder, None] = GroupCommit(
+            pool, outbox, repository.insert_orders, name="orders"
+        )
+        writer.start()
+        running.push_async_callback(writer.stop)
+        admission = Admission(settings, pool)
+        await admission.start()
+        running.push_async_callback(admission.stop)
+        yield Intake(
+            pool=pool,
+            writer=writer,
+            idempotency=IdempotencyStore(
+                redis, key_prefix=settings.redis_key_prefix, ttl_s=settings.idempotency_ttl_s
+            ),
+            admission=admission,
+            max_attempts=settings.max_retries,
+        )
 
 
 @dataclass(frozen=True)
@@ -50,8 +85,9 @@ async def place_order(
     idempotency_key: str | None,
     correlation_id: str | None,
 ) -> Accepted:
-    """Record the order as pending (seq 1) with its two messages in the outbox, in one transaction, and
-    answer only after the commit. With an Idempotency-Key, a repeat gets the first answer instead."""
+    """Record the order as pending (seq 1) with its two messages in the outbox, in one statement shared with
+    the other orders arriving meanwhile, and answer only after the commit. With an Idempotency-Key, a repeat
+    gets the first answer instead."""
     claim: Claim | None = None
     if idempotency_key is not None:
         claim = Claim(uuid.uuid4(), request.fingerprint())
@@ -60,13 +96,12 @@ async def place_order(
             return await _replay(intake.pool, held, claim, request)
     order_id = claim.order_id if claim is not None else uuid.uuid4()
     try:
-        await intake.backlog.check()
+        intake.admission.check()
         await _record(intake, request, order_id, correlation_id)
     except Exception:
         if claim is not None and idempotency_key is not None:
             await intake.idempotency.release(client, idempotency_key, claim)
         raise
-    intake.relay.wake()
     body = OrderAccepted(
         order_id=order_id, status=OrderStatus.PENDING, client_order_id=request.client_order_id
     )
@@ -101,13 +136,8 @@ async def _record(intake: Intake, request: PlaceOrder, order_id: UUID, correlati
         correlation_id=correlation_id,
     )
     try:
-        async with intake.pool.acquire() as conn, conn.transaction():
-            await repository.insert_order(conn, placed, pending, client_order_id=request.client_order_id)
-            # The pending event first: the relay publishes in id order, so seq 1 is on `order.status`
-            # before the router can see the order and publish seq 2.
-            for topic, payload in ((ORDER_STATUS, pending), (ORDERS, placed)):
-                await repository.add_to_outbox(conn, topic.name, order_id, payload.to_dict(), correlation_id)
-    except repository.UNREACHABLE as exc:
+        await intake.writer.submit(NewOrder(placed, pending, request.client_order_id))
+    except UNREACHABLE as exc:
         raise ServiceUnavailable("the order store is unreachable") from exc
 
 
@@ -118,7 +148,7 @@ async def _replay(pool: asyncpg.Pool, held: Claim, mine: Claim, request: PlaceOr
         return Accepted(OrderAccepted.model_validate(held.body), held.status, replayed=True)
     try:
         committed = await repository.order_exists(pool, held.order_id)
-    except repository.UNREACHABLE as exc:
+    except UNREACHABLE as exc:
         raise ServiceUnavailable("the order store is unreachable") from exc
     if committed:  # the first request committed but its answer was never recorded (it crashed, or Redis did)
         body = OrderAccepted(
@@ -131,7 +161,7 @@ async def _replay(pool: asyncpg.Pool, held: Claim, mine: Claim, request: PlaceOr
 async def get_order(pool: asyncpg.Pool, order_id: UUID) -> OrderRecord:
     try:
         order = await load_order(pool, order_id)
-    except repository.UNREACHABLE as exc:
+    except UNREACHABLE as exc:
         raise ServiceUnavailable("the order store is unreachable") from exc
     if order is None:
         raise NotFound(f"order {order_id}")

@@ -8,19 +8,23 @@ a stale quote is the likeliest reason a swap failed).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
 from uuid import UUID
 
 from shared.dex import MockDex
 from shared.errors import DexError, NoVenueCanQuote, QuoteUnavailable
 from shared.events import Dex, ExecuteOrder, OrderStatus, Quote, utcnow
-from shared.kafka import Publisher
 from shared.logging import get_logger
 from shared.metrics import QUEUE_WAIT_SECONDS, QUOTE_SECONDS
-from shared.orders import OrderRecord, OrderSteps
+from shared.orders import OrderRecord, OrderSteps, message
+from shared.outbox import Message
+from shared.streaming import TaskPool, job_context
 from shared.topics import ORDERS_EXECUTE
 
 logger = get_logger(__name__)
 S = OrderStatus
+OPEN_BEFORE_SUBMISSION = frozenset({S.PENDING, S.ROUTING, S.BUILDING})
 
 
 def best_quote(quotes: dict[Dex, Quote]) -> Quote:
@@ -28,49 +32,88 @@ def best_quote(quotes: dict[Dex, Quote]) -> Quote:
     return max(quotes.values(), key=lambda q: (q.amount_out, -list(Dex).index(q.dex)))
 
 
+def execute_command(order: OrderRecord, best: Quote | None = None) -> ExecuteOrder:
+    """The executor's command for a routed order (`best`, or the quote it was routed on)."""
+    quote = best or order.quotes[order.dex_used or Dex.RAYDIUM]
+    return ExecuteOrder(
+        order_id=order.id,
+        dex=quote.dex,
+        quote=quote,
+        token_in=order.token_in,
+        token_out=order.token_out,
+        amount_in=order.amount_in,
+        slippage=order.slippage,
+        attempt=max(order.attempt, 1),
+        created_at=order.created_at,
+        correlation_id=order.correlation_id,
+    )
+
+
+@dataclass(frozen=True)
+class RouteJob:
+    """One message asking to route an order: a new order, or a retry that has fallen due."""
+
+    order_id: UUID
+    correlation_id: str | None
+    job_id: str | None
+
+
 class RouterService:
-    def __init__(
-        self, steps: OrderSteps, dex: MockDex, publisher: Publisher, *, quote_timeout_s: float
-    ) -> None:
+    def __init__(self, steps: OrderSteps, dex: MockDex, tasks: TaskPool, *, quote_timeout_s: float) -> None:
         self._steps = steps
         self._dex = dex
-        self._publisher = publisher
+        self._tasks = tasks
         self._quote_timeout_s = quote_timeout_s
 
-    async def route(self, order_id: UUID) -> None:
-        """Take the order from wherever it is before submission to the executor's topic."""
-        order = await self._steps.load(order_id)
-        if order is None:
-            logger.warning("order.unknown", orderId=str(order_id))
-            return
-        if order.status.terminal or order.status is S.SUBMITTED:
-            await self._steps.republish_latest(order)
-            return
-        if self._steps.overdue(order):
-            await self._steps.time_out(order)
-            return
-        if order.status is S.PENDING:
-            due = order.latest_event().next_retry_at
-            if due is not None and due > utcnow():
-                logger.info("order.retry_not_due", orderId=str(order.id))
-                return  # its retry topic brings it back when due
-            if order.attempt <= 1:
-                QUEUE_WAIT_SECONDS.labels("routing").observe((utcnow() - order.created_at).total_seconds())
-            order = await self._steps.advance(order, S.ROUTING, attempt=max(order.attempt, 1))
-        else:
-            await self._steps.republish_latest(order)
-        if order is not None and order.status is S.ROUTING:
-            order = await self._build(order)
-        if order is not None and order.status is S.BUILDING:
-            await self._hand_over(order)
+    async def route(self, jobs: Sequence[RouteJob]) -> None:
+        """Start routing a batch of orders from wherever each one is. Returns once every routing step is
+        committed and its quoting holds a slot of the task pool (so Kafka's offset passes only orders that
+        Postgres shows in progress); the quotes and the handover to the executor run on the pool."""
+        orders = await self._steps.load_many([job.order_id for job in jobs])
+        started: list[asyncio.Task[None]] = []
+        handovers: list[Message] = []
+        for job in jobs:
+            with job_context(job.order_id, job.correlation_id, job.job_id):
+                order = orders.get(job.order_id)
+                if order is None:
+                    logger.warning("order.unknown", orderId=str(job.order_id))
+                elif order.status in OPEN_BEFORE_SUBMISSION and self._steps.overdue(order):
+                    started.append(asyncio.create_task(self._time_out(order)))
+                elif order.status is S.PENDING:
+                    due = order.latest_event().next_retry_at
+                    if due is not None and due > utcnow():
+                        logger.info("order.retry_not_due", orderId=str(order.id))
+                        continue  # its retry topic brings it back when due
+                    started.append(asyncio.create_task(self._start(order)))
+                elif order.status is S.ROUTING:  # redelivered after its routing step: quote it again
+                    started.append(asyncio.create_task(self._tasks.spawn(self._build(order))))
+                elif order.status is S.BUILDING:  # re-driven: its command was lost downstream
+                    handovers.append(message(ORDERS_EXECUTE, order, execute_command(order)))
+                # Submitted and later: the executor or its sweep owns the order.
+        for outcome in await asyncio.gather(*started, return_exceptions=True):
+            if isinstance(outcome, Exception):  # the order stays where it was: the sweep re-drives it
+                logger.error("order.route_failed", error=repr(outcome))
+        await self._steps.outbox.write(handovers)
 
-    async def _build(self, order: OrderRecord) -> OrderRecord | None:
+    async def _time_out(self, order: OrderRecord) -> None:
+        await self._steps.time_out(order)
+
+    async def _start(self, order: OrderRecord) -> None:
+        if order.attempt <= 1:
+            QUEUE_WAIT_SECONDS.labels("routing").observe((utcnow() - order.created_at).total_seconds())
+        routing = await self._steps.advance(order, S.ROUTING, attempt=max(order.attempt, 1))
+        if routing is not None:
+            await self._tasks.spawn(self._build(routing))
+
+    async def _build(self, order: OrderRecord) -> None:
         quotes, failures = await self._quote_both(order)
         if not quotes:
             reason = "no venue returned a quote: " + "; ".join(f"{d}: {e!r}" for d, e in failures.items())
             if all(isinstance(e, DexError) and not e.retriable for e in failures.values()):
-                return await self._steps.fail(order, NoVenueCanQuote(reason))
-            return await self._steps.retry_or_fail(order, QuoteUnavailable(reason))
+                await self._steps.fail(order, NoVenueCanQuote(reason))
+            else:
+                await self._steps.retry_or_fail(order, QuoteUnavailable(reason))
+            return
         best = best_quote(quotes)
         logger.info(
             "order.routed",
@@ -78,7 +121,9 @@ class RouterService:
             dex=best.dex.value,
             quotes={d.value: str(q.amount_out) for d, q in quotes.items()},
         )
-        return await self._steps.advance(order, S.BUILDING, dex=best.dex, quotes=quotes)
+        await self._steps.advance(
+            order, S.BUILDING, (ORDERS_EXECUTE, execute_command(order, best)), dex=best.dex, quotes=quotes
+        )
 
     async def _quote_both(self, order: OrderRecord) -> tuple[dict[Dex, Quote], dict[Dex, BaseException]]:
         async def one(dex: Dex) -> Quote:
@@ -105,19 +150,3 @@ class RouterService:
                 failures[dex] = result
                 logger.warning("quote.failed", orderId=str(order.id), dex=dex.value, error=repr(result))
         return quotes, failures
-
-    async def _hand_over(self, order: OrderRecord) -> None:
-        assert order.dex_used is not None
-        command = ExecuteOrder(
-            order_id=order.id,
-            dex=order.dex_used,
-            quote=order.quotes[order.dex_used],
-            token_in=order.token_in,
-            token_out=order.token_out,
-            amount_in=order.amount_in,
-            slippage=order.slippage,
-            attempt=max(order.attempt, 1),
-            created_at=order.created_at,
-            correlation_id=order.correlation_id,
-        )
-        await self._publisher.send(ORDERS_EXECUTE, order.id, command, order.correlation_id)

@@ -82,10 +82,14 @@ class Settings(BaseSettings):
     rate_limit_fail_open: bool = Field(
         True, description="When Redis is unreachable, admit requests without an Idempotency-Key."
     )
-    queue_max_lag: int = Field(
-        10000, ge=0, description="Router lag on `orders` plus orders still in the outbox, above which 429."
+    admission_max_wait_ms: int = Field(
+        10000,
+        ge=0,
+        description="Longest an accepted order may be expected to wait for a stage; past it POST is 429.",
     )
-    backlog_sample_interval_ms: int = Field(1000, ge=0, description="Backlog sampled at most this often.")
+    admission_sample_interval_ms: int = Field(
+        250, ge=10, description="How often ingress samples the open orders and the stages' capacity."
+    )
     dependency_timeout_ms: int = Field(
         2000, ge=100, description="Bound on each Redis/Kafka/Postgres call on the request path."
     )
@@ -95,8 +99,14 @@ class Settings(BaseSettings):
     outbox_poll_interval_ms: int = Field(
         500, ge=10, description="How often the relay looks for outbox rows nobody has published."
     )
-    outbox_fast_path: bool = Field(True, description="Wake the relay right after each commit.")
-    outbox_batch_size: int = Field(100, ge=1)
+    outbox_relay_grace_ms: int = Field(
+        3000, ge=0, description="An outbox row this old was abandoned by its writer: the relay sends it."
+    )
+    outbox_fast_path: bool = Field(True, description="Writers publish their rows right after the commit.")
+    outbox_batch_size: int = Field(1000, ge=1, description="Rows per relay pass.")
+    outbox_queue_batches: int = Field(
+        1000, ge=1, description="Committed batches waiting to be sent before writers wait (memory bound)."
+    )
 
     @model_validator(mode="after")
     def _refuse_wildcard_cors_in_production(self) -> Settings:
@@ -134,6 +144,10 @@ class Settings(BaseSettings):
     )
     router_concurrency: int = Field(100, ge=1, description="Orders being quoted at once per router process.")
     sweep_interval_ms: int = Field(1000, ge=10, description="How often the executor sweeps stuck orders.")
+    stage_batch_size: int = Field(500, ge=1, description="Kafka messages a stage takes at once.")
+    heartbeat_interval_ms: int = Field(
+        1000, ge=10, description="How often a stage tells Postgres its slots, load and speed."
+    )
     stale_step_ms: int = Field(
         10000, ge=100, description="Routing/building/pending-retry this long without progress is re-driven."
     )

@@ -163,5 +163,5 @@ class QueueFull(RetryLater):
     code = "queue_full"
     http_status = 429
 
-    def __init__(self, backlog: int, limit: int, retry_after: int = 1) -> None:
-        super().__init__(f"the order backlog ({backlog}) exceeds {limit}", retry_after=retry_after)
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message, retry_after=retry_after)

@@ -33,6 +33,14 @@ END_TO_END_SECONDS = Histogram(
 CONSUMER_LAG = Gauge(
     "kafka_consumer_lag_messages", "Messages not yet consumed, per topic and group.", ["topic", "group"]
 )
+STAGE_BACKLOG = Gauge(
+    "stage_backlog_orders",
+    "Open orders that still need a stage (ingress's last admission sample).",
+    ["stage"],
+)
+ADMISSION_EXPECTED_WAIT = Gauge(
+    "admission_expected_wait_seconds", "How long a new order would wait for the pipeline (admission's view)."
+)
 SWAPS_IN_FLIGHT = Gauge("executor_swaps_in_flight", "Swaps started and not yet settled in this process.")
 WS_CONNECTIONS = Gauge("ws_connections_open", "Open WebSocket connections on this notifier.")
 WS_EVENTS_DELIVERED = Counter("ws_events_delivered_total", "Status events sent to WebSocket clients.")

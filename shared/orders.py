@@ -2,9 +2,10 @@
 
 A stage reads the order, builds the next StatusEvent from it (seq + 1), and applies it with a conditional
 UPDATE on (id, seq): exactly one writer wins each step, so a redelivered Kafka message or a second consumer
-can never add a second event with a new seq. Postgres is the source of truth; the stage publishes the event
-to `order.status` only after the UPDATE commits, and republishes the latest event when it finds the step
-already done (a crash between commit and publish then costs a duplicate, which consumers drop by seq).
+can never add a second event with a new seq. Postgres is the source of truth. The same statement writes the
+event, and the command for the next stage if any, to the outbox (`shared/outbox.py`): they reach Kafka after
+the commit, in seq order, even if the writer dies. Transitions are group-committed (`shared/batching.py`):
+the concurrent steps of one process share one statement.
 
 The retry loop: a retriable failure in routing, building or submitted sends the order back to `pending`
 with `attempt` = the attempt to come, `nextRetryAt` = when it will be routed again, and the error that caused
@@ -16,30 +17,36 @@ to `orders.dlq` with every error it met.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from uuid import UUID
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
 
+from shared.batching import Flushed, GroupCommit
+from shared.config import Settings
 from shared.errors import EngineError, InvalidTransition, OrderTimedOut
 from shared.events import (
     AttemptError,
     DeadLetter,
     Dex,
-    OrderPlaced,
     OrderStatus,
     Quote,
     RetryOrder,
     StatusEvent,
+    Wire,
     utcnow,
 )
-from shared.kafka import Publisher
 from shared.logging import get_logger
 from shared.metrics import END_TO_END_SECONDS, ORDER_FAILURES, ORDER_RETRIES, ORDERS_FINISHED
-from shared.topics import ORDERS, ORDERS_DLQ, ORDERS_RETRY, TopicSpec
+from shared.outbox import Message, Outbox, OutboxRow, message_arrays
+from shared.topics import ORDER_STATUS, ORDERS_DLQ, ORDERS_RETRY, TopicSpec
 
 logger = get_logger(__name__)
 
@@ -92,6 +99,8 @@ class OrderRecord:
     client_order_id: str | None
     created_at: datetime
     updated_at: datetime
+    latest: StatusEvent | None = None
+    """The latest event when the writer knows it already (after its own step); else read from `logs`."""
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> OrderRecord:
@@ -144,7 +153,27 @@ class OrderRecord:
 
     def latest_event(self) -> StatusEvent:
         """The event with this order's current seq (the last one in `logs`)."""
-        return StatusEvent.model_validate(self.logs[-1])
+        return self.latest if self.latest is not None else StatusEvent.model_validate(self.logs[-1])
+
+    def advanced(self, event: StatusEvent) -> OrderRecord:
+        """This order once `event` is applied (what the conditional UPDATE wrote, without reading it back)."""
+        failed = event.status is OrderStatus.FAILED
+        return replace(
+            self,
+            status=event.status,
+            seq=event.seq,
+            attempt=event.attempt,
+            dex_used=event.dex or self.dex_used,
+            quotes={**self.quotes, **(event.quotes or {})},
+            tx_hash=event.tx_hash or self.tx_hash,
+            executed_price=event.executed_price if event.executed_price is not None else self.executed_price,
+            amount_out=event.amount_out if event.amount_out is not None else self.amount_out,
+            failure_reason=(event.failure_reason or self.failure_reason) if failed else None,
+            error=(event.error or self.error) if failed else None,
+            logs=[],
+            latest=event,
+            updated_at=event.at,
+        )
 
     def next_event(self, status: OrderStatus, *, max_attempts: int, **fields: Any) -> StatusEvent:
         """The event that moves this order to `status`, numbered seq + 1."""
@@ -162,122 +191,186 @@ class OrderRecord:
 
 
 async def load_order(conn: asyncpg.Pool | asyncpg.Connection, order_id: UUID) -> OrderRecord | None:
+    """The whole order, every event in `logs` included (what GET and the dead-letter path need)."""
     row = await conn.fetchrow("SELECT * FROM orders WHERE id = $1", order_id)
     return OrderRecord.from_row(row) if row is not None else None
 
 
-async def apply_event(
-    conn: asyncpg.Pool | asyncpg.Connection, event: StatusEvent, *, logs_max: int
-) -> OrderRecord | None:
-    """Record `event` if the order is still at seq - 1; returns the updated order, or None if another
-    writer got there first (the caller then treats its message as already handled)."""
-    quotes = event.quotes or {}
-    row = await conn.fetchrow(
-        """
-        UPDATE orders SET
-            status = $3, seq = $2, attempt = $4,
-            dex_used = COALESCE($5, dex_used),
-            raydium_quote = COALESCE($6, raydium_quote),
-            meteora_quote = COALESCE($7, meteora_quote),
-            tx_hash = COALESCE($8, tx_hash),
-            executed_price = COALESCE($9, executed_price),
-            amount_out = COALESCE($10, amount_out),
-            failure_reason = CASE WHEN $15 THEN COALESCE($11, failure_reason) ELSE NULL END,
-            error = CASE WHEN $15 THEN COALESCE($12, error) ELSE NULL END,
-            logs = (CASE WHEN jsonb_array_length(logs) >= $14 THEN logs - 0 ELSE logs END)
-                   || jsonb_build_array($13::jsonb),
-            updated_at = now()
-        WHERE id = $1 AND seq = $2 - 1
-        RETURNING *
-        """,
-        event.order_id,
-        event.seq,
-        event.status.value,
-        event.attempt,
-        event.dex.value if event.dex else None,
-        quotes[Dex.RAYDIUM].to_dict() if Dex.RAYDIUM in quotes else None,
-        quotes[Dex.METEORA].to_dict() if Dex.METEORA in quotes else None,
-        event.tx_hash,
-        event.executed_price,
-        event.amount_out,
-        event.failure_reason,
-        event.error,
-        event.to_dict(),
+# What a stage needs to take a step: everything but the event history, of which only the latest event.
+STAGE_COLUMNS = (
+    "id, type, token_in, token_out, amount_in, slippage, status, seq, attempt, dex_used, raydium_quote,"
+    " meteora_quote, executed_price, amount_out, tx_hash, failure_reason, error,"
+    " jsonb_build_array(logs -> -1) AS logs, correlation_id, client_order_id, created_at, updated_at"
+)
+
+
+async def load_orders(
+    conn: asyncpg.Pool | asyncpg.Connection, ids: Sequence[UUID]
+) -> dict[UUID, OrderRecord]:
+    rows = await conn.fetch(f"SELECT {STAGE_COLUMNS} FROM orders WHERE id = ANY($1::uuid[])", list(ids))
+    return {row["id"]: OrderRecord.from_row(row) for row in rows}
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One step of one order: the event that moves it from `order.seq` to seq + 1, and the messages that go
+    out with it (its status event first, then any command for the next stage)."""
+
+    order: OrderRecord
+    event: StatusEvent
+    messages: tuple[Message, ...]
+
+
+def message(topic: TopicSpec, order: OrderRecord, payload: Wire) -> Message:
+    return Message(topic, order.id, payload.to_json(), order.correlation_id)
+
+
+WRITE_TRANSITIONS = """
+WITH e AS (
+    SELECT * FROM unnest($1::int[], $2::uuid[], $3::int[], $4::text[], $5::int[], $6::text[], $7::text[],
+                         $8::text[], $9::text[], $10::numeric[], $11::numeric[], $12::text[], $13::text[],
+                         $14::text[])
+        AS e(n, id, seq, status, attempt, dex, rq, mq, tx, price, amount_out, reason, error, event)
+), upd AS (
+    UPDATE orders o SET
+        status = e.status::order_status, seq = e.seq, attempt = e.attempt,
+        dex_used = COALESCE(e.dex, o.dex_used),
+        raydium_quote = COALESCE(e.rq::jsonb, o.raydium_quote),
+        meteora_quote = COALESCE(e.mq::jsonb, o.meteora_quote),
+        tx_hash = COALESCE(e.tx, o.tx_hash),
+        executed_price = COALESCE(e.price, o.executed_price),
+        amount_out = COALESCE(e.amount_out, o.amount_out),
+        failure_reason = CASE WHEN e.status = 'failed' THEN COALESCE(e.reason, o.failure_reason) END,
+        error = CASE WHEN e.status = 'failed' THEN COALESCE(e.error, o.error) END,
+        logs = (CASE WHEN jsonb_array_length(o.logs) >= $15 THEN o.logs - 0 ELSE o.logs END)
+               || jsonb_build_array(e.event::jsonb),
+        updated_at = now()
+    FROM e WHERE o.id = e.id AND o.seq = e.seq - 1
+    RETURNING e.n, o.id
+), m AS (
+    SELECT * FROM unnest($16::int[], $17::text[], $18::text[], $19::text[], $20::text[]) WITH ORDINALITY
+        AS m(n, topic, key, payload, correlation_id, pos)
+), ins AS (
+    INSERT INTO outbox (topic, key, payload, correlation_id)
+    SELECT m.topic, m.key, m.payload, m.correlation_id FROM m JOIN upd ON upd.n = m.n ORDER BY m.pos
+    RETURNING id, topic, key, payload, correlation_id
+)
+SELECT upd.n AS applied, NULL::bigint AS id, NULL::text AS topic, NULL::text AS key, NULL::text AS payload,
+       NULL::text AS correlation_id FROM upd
+UNION ALL SELECT NULL, id, topic, key, payload, correlation_id FROM ins
+UNION ALL SELECT NULL, id, topic, key, payload, correlation_id FROM outbox
+    WHERE topic = 'order.status' AND key IN (SELECT id::text FROM upd)
+"""
+
+
+def _quote_json(event: StatusEvent, dex: Dex) -> str | None:
+    quote = (event.quotes or {}).get(dex)
+    return quote.to_json().decode() if quote is not None else None
+
+
+async def write_transitions(
+    conn: asyncpg.Connection, transitions: Sequence[Transition], *, logs_max: int
+) -> Flushed[OrderRecord | None]:
+    """Apply each transition whose order is still at its seq, with its outbox rows, in one statement.
+    Returns the updated order (None where another writer took the step first) and the rows to publish: the
+    statement's own and any older events of the same orders still unpublished (sent first: `order.status`
+    stays in seq order even when an earlier writer's send failed)."""
+    events = [t.event for t in transitions]
+    messages = [(n, m) for n, t in enumerate(transitions) for m in t.messages]
+    records = await conn.fetch(
+        WRITE_TRANSITIONS,
+        list(range(len(events))),
+        [e.order_id for e in events],
+        [e.seq for e in events],
+        [e.status.value for e in events],
+        [e.attempt for e in events],
+        [e.dex.value if e.dex else None for e in events],
+        [_quote_json(e, Dex.RAYDIUM) for e in events],
+        [_quote_json(e, Dex.METEORA) for e in events],
+        [e.tx_hash for e in events],
+        [e.executed_price for e in events],
+        [e.amount_out for e in events],
+        [e.failure_reason for e in events],
+        [e.error for e in events],
+        [t.messages[0].payload.decode() for t in transitions],
         logs_max,
-        event.status is OrderStatus.FAILED,  # the row keeps an error only once the order has failed
+        [n for n, _ in messages],
+        *message_arrays([m for _, m in messages]),
     )
-    return OrderRecord.from_row(row) if row is not None else None
-
-
-async def mark_published(conn: asyncpg.Pool | asyncpg.Connection, order_id: UUID, seq: int) -> None:
-    """Events up to `seq` are on `order.status` (what the sweep for unpublished events goes by)."""
-    await conn.execute(
-        "UPDATE orders SET published_seq = $2 WHERE id = $1 AND published_seq < $2", order_id, seq
-    )
+    applied = {r["applied"] for r in records if r["applied"] is not None}
+    rows = sorted((OutboxRow.from_record(r) for r in records if r["id"] is not None), key=lambda r: r.id)
+    results = [t.order.advanced(t.event) if n in applied else None for n, t in enumerate(transitions)]
+    return Flushed(results, rows)
 
 
 class OrderSteps:
-    """Advances orders one step at a time: conditional UPDATE first, then the event on `order.status`."""
+    """Advances orders one step at a time: a conditional UPDATE whose event (and command, if any) leaves
+    through the outbox. Concurrent steps share one statement (group commit)."""
 
     def __init__(
         self,
         pool: asyncpg.Pool,
-        publisher: Publisher,
+        writer: GroupCommit[Transition, OrderRecord | None],
+        outbox: Outbox,
         *,
         max_attempts: int,
-        logs_max: int,
         deadline_ms: int = 30_000,
     ) -> None:
         self._pool = pool
-        self._publisher = publisher
+        self._writer = writer
+        self.outbox = outbox
         self._max_attempts = max_attempts
-        self._logs_max = logs_max
         self.deadline_ms = deadline_ms
 
     async def load(self, order_id: UUID) -> OrderRecord | None:
-        return await load_order(self._pool, order_id)
+        return (await self.load_many([order_id])).get(order_id)
+
+    async def load_many(self, order_ids: Sequence[UUID]) -> dict[UUID, OrderRecord]:
+        return await load_orders(self._pool, order_ids)
 
     def overdue(self, order: OrderRecord) -> bool:
         return utcnow() >= order.deadline(self.deadline_ms)
 
-    async def advance(self, order: OrderRecord, status: OrderStatus, **fields: Any) -> OrderRecord | None:
-        """Move `order` to `status` and publish the event; None if another writer moved it first."""
-        updated = await self.record(order, status, **fields)
-        if updated is not None:
-            await self.announce(updated)
-        return updated
-
-    async def record(self, order: OrderRecord, status: OrderStatus, **fields: Any) -> OrderRecord | None:
-        """The durable half of `advance`: the conditional UPDATE alone. The caller `announce`s the result
-        (if it dies first, the sweep for unpublished events does)."""
+    def transition(
+        self, order: OrderRecord, status: OrderStatus, *commands: tuple[TopicSpec, Wire], **fields: Any
+    ) -> Transition:
         event = order.next_event(status, max_attempts=self._max_attempts, **fields)
-        updated = await apply_event(self._pool, event, logs_max=self._logs_max)
+        messages = (message(ORDER_STATUS, order, event), *(message(t, order, p) for t, p in commands))
+        return Transition(order, event, messages)
+
+    async def apply(self, transition: Transition) -> OrderRecord | None:
+        """Write one transition (batched with whatever else this process is writing); None if another writer
+        moved the order first."""
+        updated = await self._writer.submit(transition)
+        event = transition.event
         if updated is None:
-            logger.info("order.step_taken_elsewhere", orderId=str(order.id), status=status.value)
+            logger.info("order.step_taken_elsewhere", orderId=str(event.order_id), status=event.status.value)
             return None
         logger.info(
             "order.step",
-            status=status.value,
+            orderId=str(event.order_id),
+            status=event.status.value,
             seq=event.seq,
             attempt=event.attempt,
             dex=event.dex.value if event.dex else None,
             error=event.error,
-            duration_ms=round((event.at - order.updated_at).total_seconds() * 1000, 1),
+            duration_ms=round((event.at - transition.order.updated_at).total_seconds() * 1000, 1),
         )
-        return updated
-
-    async def announce(self, order: OrderRecord) -> None:
-        """Publish the event `record` just wrote (the order's latest) and mark it published."""
-        event = order.latest_event()
-        await self._publisher.status(event)
-        await mark_published(self._pool, event.order_id, event.seq)
         if event.status.terminal:
             ORDERS_FINISHED.labels(event.status.value).inc()
             END_TO_END_SECONDS.labels(event.status.value).observe(
-                (event.at - order.created_at).total_seconds()
+                (event.at - updated.created_at).total_seconds()
             )
             if event.status is OrderStatus.FAILED:
                 ORDER_FAILURES.labels(event.error or "unknown").inc()
+        return updated
+
+    async def advance(
+        self, order: OrderRecord, status: OrderStatus, *commands: tuple[TopicSpec, Wire], **fields: Any
+    ) -> OrderRecord | None:
+        """Move `order` to `status` (its event and `commands` go out after the commit); None if another
+        writer moved it first."""
+        return await self.apply(self.transition(order, status, *commands, **fields))
 
     async def fail(self, order: OrderRecord, error: EngineError) -> OrderRecord | None:
         """A terminal failure, not retried."""
@@ -287,30 +380,15 @@ class OrderSteps:
         return await self.fail(order, OrderTimedOut())
 
     async def retry_or_fail(self, order: OrderRecord, error: EngineError) -> OrderRecord | None:
-        """Route on the error: retriable with attempts left → back to pending and onto the retry topic;
-        otherwise failed (and, when retries ran out, the order with its error history on the DLQ)."""
+        """Route on the error: retriable with attempts left → back to pending with the order on its retry
+        topic; otherwise failed (and, when retries ran out, the order with its error history on the DLQ)."""
         attempt = max(order.attempt, 1)
         if not error.retriable:
             return await self.fail(order, error)
         if attempt >= self._max_attempts:
-            failed = await self.fail(order, error)
-            if failed is not None:
-                await self._dead_letter(failed)
-            return failed
+            return await self._dead_letter(order, error)
         delay_s, topic = retry_delay(attempt)
         due = utcnow() + timedelta(seconds=delay_s)
-        retried = await self.advance(
-            order,
-            S.PENDING,
-            attempt=attempt + 1,
-            next_retry_at=due,
-            error=error.code,
-            failure_reason=error.message,
-        )
-        if retried is None:
-            return None
-        ORDER_RETRIES.labels(error.code).inc()
-        logger.info("order.retry_scheduled", orderId=str(order.id), attempt=attempt + 1, error=error.code)
         command = RetryOrder(
             order_id=order.id,
             attempt=attempt + 1,
@@ -319,11 +397,29 @@ class OrderSteps:
             error=error.code,
             correlation_id=order.correlation_id,
         )
-        await self._publisher.send(topic, order.id, command, order.correlation_id)
+        retried = await self.advance(
+            order,
+            S.PENDING,
+            (topic, command),
+            attempt=attempt + 1,
+            next_retry_at=due,
+            error=error.code,
+            failure_reason=error.message,
+        )
+        if retried is not None:
+            ORDER_RETRIES.labels(error.code).inc()
+            logger.info("order.retry_scheduled", orderId=str(order.id), attempt=attempt + 1, error=error.code)
         return retried
 
-    async def _dead_letter(self, order: OrderRecord) -> None:
-        latest = order.latest_event()
+    async def _dead_letter(self, order: OrderRecord, error: EngineError) -> OrderRecord | None:
+        """Fail the order for good, with every error it met on `orders.dlq` (from its whole history)."""
+        full = await load_order(self._pool, order.id)
+        history = full.error_history() if full is not None else []
+        transition = self.transition(order, S.FAILED, failure_reason=error.message, error=error.code)
+        failed = transition.event
+        last = AttemptError(
+            attempt=failed.attempt, error=error.code, failure_reason=error.message, at=failed.at
+        )
         letter = DeadLetter(
             order_id=order.id,
             token_in=order.token_in,
@@ -332,37 +428,32 @@ class OrderSteps:
             slippage=order.slippage,
             attempts=max(order.attempt, 1),
             max_attempts=self._max_attempts,
-            error=latest.error or "unknown",
-            failure_reason=latest.failure_reason,
-            errors=order.error_history(),
+            error=error.code,
+            failure_reason=error.message,
+            errors=[*history, last],
             created_at=order.created_at,
-            failed_at=latest.at,
+            failed_at=failed.at,
             correlation_id=order.correlation_id,
         )
-        await self._publisher.send(ORDERS_DLQ, order.id, letter, order.correlation_id)
+        transition = Transition(order, failed, (*transition.messages, message(ORDERS_DLQ, order, letter)))
+        return await self.apply(transition)
 
-    async def redrive(self, order: OrderRecord) -> None:
-        """Put an order that made no progress back on `orders`: the router resumes it from its current step
-        (pending, routing or building); every step it repeats is a no-op if already done."""
-        placed = OrderPlaced(
-            order_id=order.id,
-            token_in=order.token_in,
-            token_out=order.token_out,
-            amount_in=order.amount_in,
-            slippage=order.slippage,
-            created_at=order.created_at,
-            correlation_id=order.correlation_id,
+
+@asynccontextmanager
+async def order_steps(
+    pool: asyncpg.Pool, producer: AIOKafkaProducer, settings: Settings
+) -> AsyncIterator[OrderSteps]:
+    """The process's outbox and transition writer, running, and the OrderSteps over them."""
+    outbox = Outbox(pool, producer, settings)
+    writer: GroupCommit[Transition, OrderRecord | None] = GroupCommit(
+        pool, outbox, partial(write_transitions, logs_max=settings.order_logs_max), name="transitions"
+    )
+    outbox.start()
+    writer.start()
+    try:
+        yield OrderSteps(
+            pool, writer, outbox, max_attempts=settings.max_retries, deadline_ms=settings.order_deadline_ms
         )
-        await self._publisher.send(ORDERS, order.id, placed, order.correlation_id)
-
-    async def republish_latest(self, order: OrderRecord) -> None:
-        """On a redelivered message: the previous run may have committed its step but died before
-        publishing it. Publishing the latest event again is harmless (consumers drop seq they have seen)."""
-        await self.publish_from(order, order.seq - 1)
-
-    async def publish_from(self, order: OrderRecord, published_seq: int) -> None:
-        """Publish the order's events above `published_seq`, in order (from its logs), and record it."""
-        for entry in order.logs:
-            if entry["seq"] > published_seq:
-                await self._publisher.status(StatusEvent.model_validate(entry))
-        await mark_published(self._pool, order.id, order.seq)
+    finally:
+        await writer.stop()
+        await outbox.stop()

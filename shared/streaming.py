@@ -1,7 +1,9 @@
 """The faust application shape shared by the stream stages (router, executor).
 
-Faust consumes with at-least-once delivery; the stages are idempotent (conditional UPDATEs, republish on
-redelivery), so a message processed twice is harmless. Topics carry raw bytes and are decoded by our pydantic
+Faust consumes with at-least-once delivery; the stages are idempotent (conditional UPDATEs), so a message
+processed twice is harmless. Agents take messages in batches (`take_events`): one load and one group-committed
+write for the batch; faust acknowledges a batch only once the agent has finished with it. Topics carry raw
+bytes and are decoded by our pydantic
 models at the agent edge. A stage's clients are built once when the app starts, before its agents run
 (`on_start` runs before mode starts the children), and closed after the agents stop (`on_shutdown`).
 
@@ -11,6 +13,9 @@ a bounded `TaskPool`. The agent awaits a free slot (backpressure: at most `capac
 partition is not read further meanwhile) and then moves on, so Kafka's offset may pass a job that has not
 finished; the stage's sweeper finds such orders in Postgres and finishes them (see docs/architecture.md).
 
+Every HEARTBEAT_INTERVAL_MS a stage writes its slots, jobs in flight, job time and finish rate to
+`stage_members`: ingress admits new orders against the slowest stage (ingress/admission.py).
+
 Each stage serves `/metrics` (Prometheus) and `/health` on its metrics port. `/health` turns 503 when the
 watchdog sees messages waiting on the stage's partitions but nothing processed for WATCHDOG_STALL_MS.
 """
@@ -18,9 +23,11 @@ watchdog sees messages waiting on the stage's partitions but nothing processed f
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -32,12 +39,12 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.config import Settings
-from shared.db import create_pool
+from shared.db import UNREACHABLE, create_pool
 from shared.dex import MockDex
-from shared.kafka import Publisher, new_producer
+from shared.kafka import new_producer
 from shared.logging import configure_logging, get_logger
 from shared.metrics import CONSUMER_LAG
-from shared.orders import OrderSteps
+from shared.orders import OrderSteps, order_steps
 from shared.topics import TopicSpec
 
 logger = get_logger(__name__)
@@ -45,28 +52,39 @@ logger = get_logger(__name__)
 ServiceT = TypeVar("ServiceT")
 
 
+BATCH_WITHIN_S = 0.005  # how long an agent waits to fill a batch once a message is there
+
+
+def job_id(event: faust.EventT | None) -> str | None:
+    """The Kafka message being handled, as topic/partition/offset."""
+    if event is None:
+        return None
+    return f"{event.message.topic}/{event.message.partition}/{event.message.offset}"
+
+
 @contextmanager
-def message_context(
-    stream: faust.StreamT[Any], order_id: object, correlation_id: str | None, **fields: Any
+def job_context(
+    order_id: object, correlation_id: str | None, job: str | None, **fields: Any
 ) -> Iterator[None]:
-    """Bind the order, its correlation id and the Kafka message being handled (`jobId` =
-    topic/partition/offset) to every log line written while handling it, tasks it spawns included."""
-    event = stream.current_event
-    job_id = f"{event.message.topic}/{event.message.partition}/{event.message.offset}" if event else None
+    """Bind the order, its correlation id and the Kafka message being handled (`jobId`) to every log line
+    written while handling it, tasks it spawns included."""
     with structlog.contextvars.bound_contextvars(
-        orderId=str(order_id), correlationId=correlation_id, jobId=job_id, **fields
+        orderId=str(order_id), correlationId=correlation_id, jobId=job, **fields
     ):
         yield
 
 
 class TaskPool:
-    """At most `capacity` jobs at once, as asyncio tasks (not threads): `spawn` waits for a free slot."""
+    """At most `capacity` jobs at once, as asyncio tasks (not threads): `spawn` waits for a free slot. It
+    also measures its jobs (average duration, finished per second) for the stage's heartbeat."""
 
-    def __init__(self, capacity: int, name: str) -> None:
+    def __init__(self, capacity: int, name: str, *, expected_job_s: float = 1.0) -> None:
         self.capacity = capacity
         self._name = name
         self._slots = asyncio.Semaphore(capacity)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.job_s = expected_job_s  # moving average of a job's duration
+        self.finished = 0
 
     @property
     def in_flight(self) -> int:
@@ -83,6 +101,7 @@ class TaskPool:
         task.add_done_callback(self._tasks.discard)
 
     async def _run(self, job: Coroutine[Any, Any, None]) -> None:
+        started = time.monotonic()
         try:
             await job
         except asyncio.CancelledError:
@@ -92,6 +111,8 @@ class TaskPool:
             logger.exception("task.failed", pool=self._name)
         finally:
             self._slots.release()
+            self.finished += 1
+            self.job_s += (time.monotonic() - started - self.job_s) * JOB_TIME_WEIGHT
 
     async def drain(self, grace_s: float) -> int:
         """Wait up to `grace_s` for the jobs in flight, cancel the rest; returns how many were cancelled."""
@@ -105,13 +126,16 @@ class TaskPool:
         return len(pending)
 
 
+RATE_WEIGHT = 0.3  # each heartbeat moves the finish rate by 30 % of its difference
+JOB_TIME_WEIGHT = 0.02  # each finished job moves the average job time by 2 % of its difference
+
+
 @dataclass(frozen=True)
 class StageContext:
     """What a stage's service is built from."""
 
     settings: Settings
     pool: asyncpg.Pool
-    publisher: Publisher
     steps: OrderSteps
     dex: MockDex
     tasks: TaskPool
@@ -125,6 +149,7 @@ class StageApp(faust.App, Generic[ServiceT]):
         build: Callable[[StageContext], ServiceT],
         *,
         capacity: int,
+        expected_job_s: float,
         sweep: Callable[[ServiceT], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(
@@ -159,7 +184,9 @@ class StageApp(faust.App, Generic[ServiceT]):
         self._stage_service: ServiceT | None = None
         self._stage_http: web.AppRunner | None = None
         self._stage_background: list[asyncio.Task[None]] = []
-        self.stage_tasks = TaskPool(capacity, f"{stage}-jobs")
+        self.stage_tasks = TaskPool(capacity, f"{stage}-jobs", expected_job_s=expected_job_s)
+        self._stage_resources = AsyncExitStack()
+        self._member = f"{socket.gethostname()}:{os.getpid()}:{stage}"
         self.processed = 0  # messages the stage's agents have taken; the watchdog's sign of life
         self.healthy = True
 
@@ -187,21 +214,17 @@ class StageApp(faust.App, Generic[ServiceT]):
         self._stage_pool = await create_pool(settings.database_url)
         self._stage_producer = new_producer(settings)
         await self._stage_producer.start()
-        publisher = Publisher(self._stage_producer, settings)
-        steps = OrderSteps(
-            self._stage_pool,
-            publisher,
-            max_attempts=settings.max_retries,
-            logs_max=settings.order_logs_max,
-            deadline_ms=settings.order_deadline_ms,
+        steps = await self._stage_resources.enter_async_context(
+            order_steps(self._stage_pool, self._stage_producer, settings)
         )
         dex = MockDex.from_settings(self._stage_pool, settings)
         self._stage_service = self._stage_build(
-            StageContext(settings, self._stage_pool, publisher, steps, dex, self.stage_tasks)
+            StageContext(settings, self._stage_pool, steps, dex, self.stage_tasks)
         )
         # Not in on_started: that waits for the consumer group, and the sweep must not (after a crash it is
         # what finishes the dead process's orders while the group rebalances).
         self._stage_background.append(asyncio.create_task(self._watchdog(), name="watchdog"))
+        self._stage_background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
         if self._stage_sweep is not None:
             self._stage_background.append(asyncio.create_task(self._sweeper(), name="sweeper"))
 
@@ -214,6 +237,12 @@ class StageApp(faust.App, Generic[ServiceT]):
         # The agents have stopped taking messages; let the jobs in flight finish before closing what they use.
         cancelled = await self.stage_tasks.drain(self._stage_settings.shutdown_grace_ms / 1000)
         logger.info("stage.drained", stage=self._stage_name, cancelled=cancelled)
+        await self._stage_resources.aclose()
+        if self._stage_pool is not None:
+            try:
+                await self._stage_pool.execute("DELETE FROM stage_members WHERE member = $1", self._member)
+            except UNREACHABLE as exc:
+                logger.warning("stage.unregister_failed", error=repr(exc))
         if self._stage_producer is not None:
             await self._stage_producer.stop()
         if self._stage_pool is not None:
@@ -232,6 +261,33 @@ class StageApp(faust.App, Generic[ServiceT]):
                 raise
             except Exception:
                 logger.exception("sweep.failed", stage=self._stage_name)
+            await asyncio.sleep(interval)
+
+    async def _heartbeat(self) -> None:
+        """Tell admission control what this process can take: slots, jobs running, job time, finish rate."""
+        interval = self._stage_settings.heartbeat_interval_ms / 1000
+        tasks = self.stage_tasks
+        last_finished, last_at, rate = tasks.finished, time.monotonic(), 0.0
+        while True:
+            now = time.monotonic()
+            recent = (tasks.finished - last_finished) / max(now - last_at, 1e-3)
+            rate = recent if rate == 0.0 else rate + (recent - rate) * RATE_WEIGHT
+            last_finished, last_at = tasks.finished, now
+            try:
+                assert self._stage_pool is not None
+                await self._stage_pool.execute(
+                    "INSERT INTO stage_members (member, stage, slots, busy, service_ms, rate, updated_at)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, now()) ON CONFLICT (member) DO UPDATE SET"
+                    " slots = $3, busy = $4, service_ms = $5, rate = $6, updated_at = now()",
+                    self._member,
+                    self._stage_name,
+                    tasks.capacity,
+                    tasks.in_flight,
+                    tasks.job_s * 1000,
+                    rate,
+                )
+            except UNREACHABLE as exc:
+                logger.warning("stage.heartbeat_failed", error=repr(exc))
             await asyncio.sleep(interval)
 
     def _lag(self) -> int:

@@ -15,10 +15,12 @@ import asyncpg
 import httpx
 import pytest
 
+from shared.db import create_pool
 from shared.dex import FailureRates, Latency, MockDex
 from shared.errors import DexError
 from shared.events import Dex, OrderStatus, Quote, StatusEvent, utcnow
-from shared.orders import apply_event, load_order
+from shared.kafka import new_producer
+from shared.orders import STAGE_COLUMNS, OrderRecord, Transition, message, order_steps, write_transitions
 from shared.topics import ORDER_STATUS, ORDERS_DLQ
 from tests.fixtures.execution import (
     ORDER,
@@ -304,14 +306,12 @@ async def test_routing_uses_the_venue_that_answers_and_fails_when_none_does(infr
         await destroy_stack(stack)
 
 
-async def test_an_event_committed_by_a_stage_that_died_before_publishing_it_still_reaches_the_topic(
-    seeded: Stack,
-) -> None:
-    """Given an order a router moved to routing in Postgres and then died (nothing on Kafka about it), the
-    executor's sweep publishes that event to `order.status`."""
+async def commit_routing_unpublished(stack: Stack) -> OrderRecord:
+    """An order a router moved to routing in Postgres before dying: its event is committed in the outbox and
+    nothing about it is on Kafka. Returns the order as it now stands (seq 2)."""
     order_id = uuid.uuid4()
     pending = StatusEvent(order_id=order_id, seq=1, status=OrderStatus.PENDING, at=utcnow(), max_attempts=3)
-    conn = await asyncpg.connect(seeded.settings.database_url)
+    conn = await asyncpg.connect(stack.settings.database_url)
     await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=json.dumps, decoder=json.loads)
     try:
         await conn.execute(
@@ -320,15 +320,53 @@ async def test_an_event_committed_by_a_stage_that_died_before_publishing_it_stil
             order_id,
             pending.to_dict(),
         )
-        order = await load_order(conn, order_id)
-        assert order is not None
+        row = await conn.fetchrow(f"SELECT {STAGE_COLUMNS} FROM orders WHERE id = $1", order_id)
+        order = OrderRecord.from_row(row)
         routing = order.next_event(OrderStatus.ROUTING, max_attempts=3, attempt=1)
-        assert await apply_event(conn, routing, logs_max=50) is not None
+        transition = Transition(order, routing, (message(ORDER_STATUS, order, routing),))
+        written = await write_transitions(conn, [transition], logs_max=50)  # committed, never published
     finally:
         await conn.close()
+    updated = written.results[0]
+    assert updated is not None and [r.topic for r in written.rows] == [ORDER_STATUS.name]
+    return updated
+
+
+async def status_seqs(stack: Stack, order_id: UUID) -> list[int]:
+    return [e["seq"] for e in await read_topic(stack, ORDER_STATUS) if e["orderId"] == str(order_id)]
+
+
+async def test_an_event_committed_by_a_stage_that_died_before_publishing_it_still_reaches_the_topic(
+    seeded: Stack,
+) -> None:
+    """The outbox relay of a live process publishes the event a dead writer committed."""
+    order = await commit_routing_unpublished(seeded)
 
     async def published() -> bool:
-        events = await read_topic(seeded, ORDER_STATUS)
-        return any(e["orderId"] == str(order_id) and e["seq"] == 2 for e in events)
+        return 2 in await status_seqs(seeded, order.id)
 
     await wait_for(published, timeout=30, interval=0.5, what="the committed routing event on order.status")
+
+
+async def test_the_next_event_of_an_order_never_reaches_the_topic_before_an_unpublished_one(
+    seeded: Stack,
+) -> None:
+    """Given routing (seq 2) committed and unpublished, a writer that moves the order on to building (seq 3)
+    before the relay's grace has passed sends seq 2 first: the topic keeps the order's seq order."""
+    order = await commit_routing_unpublished(seeded)
+    pool = await create_pool(seeded.settings.database_url, max_size=2)
+    producer = new_producer(seeded.settings)
+    await producer.start()
+    try:
+        async with order_steps(pool, producer, seeded.settings) as steps:
+            assert await steps.advance(order, OrderStatus.BUILDING, dex=Dex.RAYDIUM) is not None
+
+            async def both_published() -> list[int] | None:
+                seqs = await status_seqs(seeded, order.id)
+                return seqs if 3 in seqs else None
+
+            seqs = await wait_for(both_published, timeout=30, interval=0.2, what="seq 3 on order.status")
+    finally:
+        await producer.stop()
+        await pool.close()
+    assert seqs[:2] == [2, 3], seqs

@@ -1,5 +1,9 @@
-"""The rate limit and the backlog limit, on a stack of their own: ingress and the proxy only (no router, so
-the backlog on `orders` only grows until the test lets it drain), RATE_LIMIT=30, QUEUE_MAX_LAG=45."""
+"""The rate limit and admission control, on a stack of their own: ingress and the proxy only (no router or
+executor, so every accepted order stays open until the test finishes it), RATE_LIMIT=30.
+
+No stage reports its capacity here, so admission assumes one executor with QUEUE_CONCURRENCY=40 slots whose
+swaps take SWAP_WINDOW_MS=5 s: 8 orders/s. Within ADMISSION_MAX_WAIT_MS=10 s that is 40 in service plus 80
+waiting."""
 
 from __future__ import annotations
 
@@ -10,18 +14,15 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
-from ingress.backlog import ROUTER_GROUP
-from shared.topics import ORDERS
-from tests.fixtures.orders import client_ip, fetch, order_body, topic_partitions
+from tests.fixtures.orders import client_ip, fetch, order_body
 from tests.fixtures.stack import Stack, create_stack, destroy_stack, free_port, wait_for
 
 pytestmark = [pytest.mark.integration]
 
 EXECUTE = "/api/orders/execute"
-QUEUE_MAX_LAG = 45
+ADMITTED_AT_MOST = 40 + 80
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +30,10 @@ async def limited(infrastructure: object) -> AsyncIterator[Stack]:
     started = await create_stack(
         services=("ingress",),
         RATE_LIMIT="30",
-        QUEUE_MAX_LAG=str(QUEUE_MAX_LAG),
-        BACKLOG_SAMPLE_INTERVAL_MS="200",
+        QUEUE_CONCURRENCY="40",
+        SWAP_WINDOW_MS="5000",
+        ADMISSION_MAX_WAIT_MS="10000",
+        ADMISSION_SAMPLE_INTERVAL_MS="100",
     )
     try:
         yield started
@@ -86,7 +89,9 @@ async def test_thirty_a_minute_pass_the_next_is_429_and_a_token_comes_back(limit
         assert time.monotonic() - refused_at <= body["retryAfter"] + 10
 
 
-async def test_a_backlog_over_queue_max_lag_is_429_queue_full_until_it_drains(limited: Stack) -> None:
+async def test_orders_the_pipeline_could_not_start_in_time_get_429_queue_full_until_it_drains(
+    limited: Stack,
+) -> None:
     async with httpx.AsyncClient(base_url=limited.base_url, timeout=30) as client:
 
         async def refused() -> httpx.Response | None:
@@ -94,27 +99,23 @@ async def test_a_backlog_over_queue_max_lag_is_429_queue_full_until_it_drains(li
             assert response.status_code in (202, 429), response.text
             return response if response.status_code == 429 else None
 
-        full = await wait_for(refused, timeout=60, interval=0.01, what="queue_full")
+        full = await wait_for(refused, timeout=60, interval=0, what="queue_full")
         body = full.json()
-        assert body["error"] == "queue_full" and body["retryAfter"] >= 1
+        assert body["error"] == "queue_full" and body["retryAfter"] >= 1, body
         assert full.headers["retry-after"] == str(body["retryAfter"])
+        assert await open_orders(limited) <= ADMITTED_AT_MOST, "admitted more than could start in time"
         metrics = (await client.get(f"http://127.0.0.1:{limited.settings.ingress_port}/metrics")).text
-        group = limited.settings.topic(ROUTER_GROUP)
-        assert (
-            f'kafka_consumer_lag_messages{{group="{group}",topic="{limited.settings.topic(ORDERS.name)}"}}'
-            in metrics
-        )
+        assert 'stage_backlog_orders{stage="executor"}' in metrics
+        assert "admission_expected_wait_seconds" in metrics
 
-        # A keyed request refused for the backlog created nothing and gives its key back.
+        # A keyed request refused by admission created nothing and gives its key back.
         ip, key = client_ip(), "queue-full-key"
         keyed = await client.post(
             EXECUTE, json=order_body(), headers={"X-Forwarded-For": ip, "Idempotency-Key": key}
         )
         assert keyed.status_code == 429 and keyed.json()["error"] == "queue_full"
 
-        # The router catches up (here: its group's offsets move to the end, as if it had consumed all).
-        await wait_for(lambda: unpublished_is_zero(limited), timeout=30, what="the outbox to be published")
-        await commit_router_offsets_at_end(limited)
+        await finish_open_orders(limited)  # as if the pipeline had caught up
 
         async def accepted() -> bool:
             return (await post(client, client_ip())).status_code == 202
@@ -124,26 +125,22 @@ async def test_a_backlog_over_queue_max_lag_is_429_queue_full_until_it_drains(li
             EXECUTE, json=order_body(), headers={"X-Forwarded-For": ip, "Idempotency-Key": key}
         )
         assert retried.status_code == 202 and "idempotent-replayed" not in retried.headers
+    await finish_open_orders(limited)
 
 
-async def unpublished_is_zero(stack: Stack) -> bool:
-    rows = await fetch(stack.settings, "SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
-    return bool(rows[0]["n"] == 0)
-
-
-async def commit_router_offsets_at_end(stack: Stack) -> None:
-    tps = await topic_partitions(stack.settings, stack.settings.topic(ORDERS.name))
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=stack.settings.kafka_servers,
-        group_id=stack.settings.topic(ROUTER_GROUP),
-        enable_auto_commit=False,
+async def open_orders(stack: Stack) -> int:
+    rows = await fetch(
+        stack.settings, "SELECT count(*) AS n FROM orders WHERE status NOT IN ('confirmed', 'failed')"
     )
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        await consumer.commit(await consumer.end_offsets(tps))
-    finally:
-        await consumer.stop()
+    return int(rows[0]["n"])
+
+
+async def finish_open_orders(stack: Stack) -> None:
+    await fetch(
+        stack.settings,
+        "UPDATE orders SET status = 'failed', error = 'test_finished'"
+        " WHERE status NOT IN ('confirmed', 'failed') RETURNING id",
+    )
 
 
 async def test_the_limit_is_shared_by_every_ingress_process(limited: Stack) -> None:
@@ -183,5 +180,4 @@ async def test_the_limit_is_shared_by_every_ingress_process(limited: Stack) -> N
         assert 30 <= codes.count(202) <= 30 + int(elapsed // 2), (elapsed, codes)
     finally:
         second.stop()
-        await wait_for(lambda: unpublished_is_zero(limited), timeout=30, what="the outbox to be published")
-        await commit_router_offsets_at_end(limited)  # leave the backlog as the next test expects it
+        await finish_open_orders(limited)

@@ -1,7 +1,7 @@
 """The notifier's WebSocket contract (issue 5) against real processes, Kafka and Postgres.
 
-Most tests drive a test-owned order exactly the way the stages do (the conditional UPDATE of
-`shared.orders.apply_event`, then the event on the run's `order.status` with the real `Publisher`), so that
+Most tests drive a test-owned order exactly the way the stages do (`shared.orders.OrderSteps`: the
+conditional UPDATE with its outbox row, then the event on the run's `order.status`), so that
 "mid-stream" is a fact of the test, not a timing accident. Extra notifier processes run next to the stack's
 own one with their own settings (fast heartbeat, small queues, the test-only snapshot hold).
 """
@@ -32,7 +32,7 @@ from websockets.uri import parse_uri
 from shared.db import create_pool
 from shared.events import OrderStatus, StatusEvent, utcnow
 from shared.kafka import Publisher, new_producer
-from shared.orders import OrderSteps
+from shared.orders import OrderSteps, order_steps
 from shared.topics import ORDER_STATUS
 from tests.fixtures.stack import Process, Stack, free_port, wait_for
 
@@ -48,12 +48,14 @@ LIFECYCLE = [S.ROUTING, S.BUILDING, S.SUBMITTED, S.CONFIRMED]
 class Driver:
     """Creates orders and advances them like the stages: Postgres first, then `order.status`."""
 
-    def __init__(self, stack: Stack, pool: asyncpg.Pool, producer: AIOKafkaProducer) -> None:
+    def __init__(
+        self, stack: Stack, pool: asyncpg.Pool, producer: AIOKafkaProducer, steps: OrderSteps
+    ) -> None:
         self.stack = stack
         self.pool = pool
         self.producer = producer
-        self.publisher = publisher = Publisher(producer, stack.settings)
-        self.steps = OrderSteps(pool, publisher, max_attempts=3, logs_max=stack.settings.order_logs_max)
+        self.publisher = Publisher(producer, stack.settings)
+        self.steps = steps
 
     async def create(self) -> str:
         """An accepted order at seq 1 (pending), as ingress leaves it, that no router will ever take."""
@@ -91,7 +93,8 @@ async def driver(stack: Stack) -> AsyncIterator[Driver]:
     producer = new_producer(stack.settings)
     await producer.start()
     try:
-        yield Driver(stack, pool, producer)
+        async with order_steps(pool, producer, stack.settings) as steps:
+            yield Driver(stack, pool, producer, steps)
     finally:
         await producer.stop()
         await pool.close()

@@ -1,0 +1,179 @@
+"""Admission control: a 202 is a promise that the order finishes within its deadline, so ingress takes an
+order only if the pipeline can start it in time, and answers 429 `queue_full` with a `Retry-After` otherwise.
+
+A background task samples, every ADMISSION_SAMPLE_INTERVAL_MS, from Postgres:
+- the open orders per stage (pending/routing wait for a router, and every open order for an executor);
+- each stage's capacity, from the heartbeats its processes write (`stage_members`: slots, job time, and how
+  many jobs per second they really finish);
+- the age of the oldest order still waiting for a stage (not yet submitted, not waiting for a retry);
+- the age of the oldest outbox row (how far publishing to Kafka is behind).
+
+A stage with `slots` jobs at once, each taking `service_s`, drains `slots / service_s` orders per second (or
+what its processes measure finishing, if less, once its slots are full); a new order waits for the orders
+ahead of it that hold no slot yet. The expected wait is the sum over the stages. The stage that is slowest
+now is therefore the one that counts, whichever it is and however many processes it has. The expected wait
+catches a burst before it queues; the oldest waiting order catches what slot arithmetic cannot see (the CPU,
+not the slots, being the limit). Either over ADMISSION_MAX_WAIT_MS refuses. Orders admitted by this process
+since the last sample count as waiting too.
+
+Publishing more than OUTBOX_RELAY_GRACE_MS + DEPENDENCY_TIMEOUT_MS behind (Kafka unreachable), or no sample
+for as long (Postgres unreachable), answers 503 `service_unavailable`: accepted orders would not move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+
+import asyncpg
+
+from shared.config import Settings
+from shared.db import UNREACHABLE
+from shared.errors import QueueFull, ServiceUnavailable
+from shared.logging import get_logger
+from shared.metrics import ADMISSION_EXPECTED_WAIT, STAGE_BACKLOG
+
+logger = get_logger(__name__)
+
+MEMBER_TTL_S = 5.0  # a stage process silent this long is gone
+
+
+@dataclass(frozen=True)
+class Stage:
+    """What one stage can do now (summed over its live processes)."""
+
+    name: str
+    slots: int
+    service_s: float  # how long one job takes
+    measured_rate: float  # jobs per second its processes finished lately (0: unknown or idle)
+
+    def wait_s(self, waiting: int) -> float:
+        """Expected wait for a slot behind `waiting` orders (those in service included)."""
+        queued = waiting - self.slots
+        if queued <= 0:
+            return 0.0
+        rate = self.slots / max(self.service_s, 0.001)
+        if self.measured_rate > 0:
+            rate = min(rate, self.measured_rate)
+        return queued / rate
+
+
+@dataclass(frozen=True)
+class Sample:
+    at: float  # monotonic
+    routing: int  # open orders that still need the router (pending, routing)
+    open: int  # open orders: every one still needs the executor
+    router: Stage
+    executor: Stage
+    oldest_waiting_s: float
+    outbox_lag_s: float
+
+    def expected_wait_s(self, admitted_since: int) -> float:
+        return self.router.wait_s(self.routing + admitted_since) + self.executor.wait_s(
+            self.open + admitted_since
+        )
+
+
+SAMPLE_SQL = """
+SELECT
+    count(*) FILTER (WHERE status IN ('pending', 'routing')) AS routing,
+    count(*) AS open,
+    COALESCE(extract(epoch FROM clock_timestamp() - min(created_at) FILTER (
+        WHERE status IN ('pending', 'routing', 'building') AND attempt <= 1)), 0)::float8 AS oldest_waiting_s,
+    COALESCE((SELECT extract(epoch FROM clock_timestamp() - min(created_at)) FROM outbox), 0)::float8
+        AS outbox_lag_s
+FROM orders WHERE status NOT IN ('confirmed', 'failed')
+"""
+
+MEMBERS_SQL = """
+SELECT stage, sum(slots)::int AS slots, sum(service_ms * slots) / NULLIF(sum(slots), 0) AS service_ms,
+       sum(rate)::float8 AS rate
+FROM stage_members WHERE updated_at > clock_timestamp() - make_interval(secs => $1)
+GROUP BY stage
+"""
+
+
+class Admission:
+    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self._interval_s = settings.admission_sample_interval_ms / 1000
+        self._timeout_s = settings.dependency_timeout_ms / 1000
+        self._max_wait_s = settings.admission_max_wait_ms / 1000
+        self._max_outbox_lag_s = (settings.outbox_relay_grace_ms + settings.dependency_timeout_ms) / 1000
+        # Until a stage's processes say otherwise: one process at its configured slots, its worst job time.
+        self._assumed = {
+            "router": Stage("router", settings.router_concurrency, settings.quote_timeout_ms / 1000, 0.0),
+            "executor": Stage("executor", settings.queue_concurrency, settings.swap_window_ms / 1000, 0.0),
+        }
+        self._sample: Sample | None = None
+        self._error = "not sampled yet"
+        self._admitted_since = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Take a first sample (so the first request has one), then keep sampling in the background."""
+        with contextlib.suppress(*UNREACHABLE, asyncpg.PostgresError):
+            await self.sample_once()
+        self._task = asyncio.create_task(self._run(), name="admission-sampler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def check(self) -> None:
+        """Raise ServiceUnavailable if the pipeline cannot be measured or is not publishing, QueueFull if a
+        new order could not start in time; else count the order as admitted."""
+        sample = self._sample
+        if sample is None or time.monotonic() - sample.at > self._interval_s + self._timeout_s:
+            raise ServiceUnavailable(f"the order pipeline cannot be measured ({self._error})")
+        if sample.outbox_lag_s > self._max_outbox_lag_s:
+            raise ServiceUnavailable(f"orders are not reaching Kafka ({sample.outbox_lag_s:.0f} s behind)")
+        wait_s = max(sample.expected_wait_s(self._admitted_since + 1), sample.oldest_waiting_s)
+        if wait_s > self._max_wait_s:
+            raise QueueFull(
+                f"a new order would wait {wait_s:.1f} s for the pipeline (limit {self._max_wait_s:.0f} s)",
+                retry_after=math.ceil(wait_s - self._max_wait_s),
+            )
+        self._admitted_since += 1
+
+    async def sample_once(self) -> Sample:
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(SAMPLE_SQL)
+            members = await conn.fetch(MEMBERS_SQL, MEMBER_TTL_S)
+        stages = dict(self._assumed)
+        for member in members:
+            if member["stage"] in stages and member["slots"]:
+                stages[member["stage"]] = Stage(
+                    member["stage"], member["slots"], member["service_ms"] / 1000, member["rate"]
+                )
+                self._assumed[member["stage"]] = stages[
+                    member["stage"]
+                ]  # a stage that vanishes keeps its last
+        sample = Sample(
+            at=time.monotonic(),
+            routing=row["routing"],
+            open=row["open"],
+            router=stages["router"],
+            executor=stages["executor"],
+            oldest_waiting_s=row["oldest_waiting_s"],
+            outbox_lag_s=row["outbox_lag_s"],
+        )
+        self._sample, self._admitted_since = sample, 0
+        STAGE_BACKLOG.labels("router").set(sample.routing)
+        STAGE_BACKLOG.labels("executor").set(sample.open)
+        ADMISSION_EXPECTED_WAIT.set(max(sample.expected_wait_s(0), sample.oldest_waiting_s))
+        return sample
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval_s)
+            try:
+                await asyncio.wait_for(self.sample_once(), self._timeout_s)
+            except (*UNREACHABLE, asyncpg.PostgresError) as exc:
+                self._error = type(exc).__name__
+                logger.warning("admission.sample_failed", error=repr(exc))

@@ -1,0 +1,198 @@
+"""The one way every process commits a change and then publishes it: the transactional outbox.
+
+A transaction that changes an order also inserts the messages that announce it (its status event, and the
+command for the next stage if any) into `outbox`, in the same statement. After the commit the writer hands
+the rows to its process's `Outbox`, which sends them in the order it got them (one sender task, one
+idempotent acks=all producer), and deletes them once the broker has acknowledged them. Nothing is lost if a
+process dies in between: its rows stay in the table and the relay publishes them.
+
+Per-order order on the topics holds because a writer publishes, before its own rows, every older row of the
+same orders that is still in the table (the statement that writes seq n + 1 returns them; it can only run
+after seq n committed). A row may therefore go out twice (the relay and a writer, or two writers), never
+after a later row of its order: consumers drop a seq they have seen.
+
+The relay runs in every process but publishes in only one at a time (an advisory lock), in id order, rows
+older than OUTBOX_RELAY_GRACE_MS: those whose writer died, or lost its connection to Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from shared.config import Settings
+from shared.db import UNREACHABLE
+from shared.kafka import CORRELATION_HEADER
+from shared.logging import get_logger
+from shared.topics import ORDER_STATUS, TopicSpec
+
+logger = get_logger(__name__)
+
+RELAY_LOCK = 7_306_002  # pg advisory lock key: one relay publishes at a time
+MAX_BACKOFF_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message a transaction writes to the outbox: `payload` is the wire model's JSON."""
+
+    topic: TopicSpec
+    key: UUID
+    payload: bytes
+    correlation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """A committed outbox row, as the statement that wrote it (or the relay) returns it."""
+
+    id: int
+    topic: str
+    key: str
+    payload: str
+    correlation_id: str | None
+
+    @classmethod
+    def from_record(cls, row: asyncpg.Record) -> OutboxRow:
+        return cls(row["id"], row["topic"], row["key"], row["payload"], row["correlation_id"])
+
+
+def message_arrays(messages: Sequence[Message]) -> tuple[list[str], list[str], list[str], list[str | None]]:
+    """Column arrays for `unnest` (topic, key, payload, correlation_id)."""
+    return (
+        [m.topic.name for m in messages],
+        [str(m.key) for m in messages],
+        [m.payload.decode() for m in messages],
+        [m.correlation_id for m in messages],
+    )
+
+
+class Outbox:
+    """Publishes committed outbox rows in order, deletes them once acknowledged, and relays what a dead
+    writer left behind."""
+
+    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, settings: Settings) -> None:
+        self._pool = pool
+        self._producer = producer
+        self._settings = settings
+        self._fast_path = settings.outbox_fast_path
+        self._queue: asyncio.Queue[list[OutboxRow]] = asyncio.Queue(maxsize=settings.outbox_queue_batches)
+        self._timeout_s = settings.kafka_request_timeout_ms / 1000 * 2
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._send_forever(), name="outbox-sender"),
+            asyncio.create_task(self._relay_forever(), name="outbox-relay"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def write(self, messages: Sequence[Message]) -> None:
+        """Messages that change no order (a re-drive): into the table, then out like any other row."""
+        if not messages:
+            return
+        arrays = message_arrays(messages)
+        records = await self._pool.fetch(
+            "INSERT INTO outbox (topic, key, payload, correlation_id)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])"
+            " RETURNING id, topic, key, payload, correlation_id",
+            *arrays,
+        )
+        await self.publish(sorted((OutboxRow.from_record(r) for r in records), key=lambda r: r.id))
+
+    async def publish(self, rows: list[OutboxRow]) -> None:
+        """Queue rows that just committed (waits while the queue is full: writers slow down with Kafka)."""
+        if rows and self._fast_path:
+            await self._queue.put(rows)
+
+    async def _send_forever(self) -> None:
+        while True:
+            batch = await self._queue.get()
+            while not self._queue.empty() and len(batch) < 2000:
+                batch.extend(self._queue.get_nowait())
+            try:
+                await self._publish(batch, self._pool)
+            except (KafkaError, TimeoutError, *UNREACHABLE) as exc:
+                # The rows stay in the table: the relay (or the next write of the same orders) sends them.
+                logger.warning("outbox.send_failed", rows=len(batch), error=repr(exc))
+
+    async def _publish(self, rows: Sequence[OutboxRow], db: asyncpg.Pool | asyncpg.Connection) -> None:
+        """Status events first, acknowledged and deleted, then the commands that came with them: by the time
+        a stage sees a command, the event before it is on `order.status` and out of the table, so that
+        stage's write (which sends any older event of its order still in the table) does not repeat it."""
+        events = [row for row in rows if row.topic == ORDER_STATUS.name]
+        commands = [row for row in rows if row.topic != ORDER_STATUS.name]
+        for part in (events, commands):
+            if part:
+                await self._send(part)
+                await db.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row.id for row in part])
+
+    async def _send(self, rows: Sequence[OutboxRow]) -> None:
+        """Send in order and wait for every acknowledgement (a row published twice is dropped by seq)."""
+        pending = []
+        for row in sorted(rows, key=lambda r: r.id):
+            headers = [(CORRELATION_HEADER, row.correlation_id.encode())] if row.correlation_id else []
+            pending.append(
+                await self._producer.send(
+                    self._settings.topic(row.topic),
+                    value=row.payload.encode(),
+                    key=row.key.encode(),
+                    headers=headers,
+                )
+            )
+        await asyncio.wait_for(asyncio.gather(*pending), self._timeout_s)
+
+    async def relay_once(self) -> int:
+        """Publish one batch of abandoned rows if no other relay is at it; returns how many."""
+        async with self._pool.acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK):
+                return 0
+            try:
+                records = await conn.fetch(
+                    "SELECT id, topic, key, payload, correlation_id FROM outbox"
+                    " WHERE created_at <= clock_timestamp() - make_interval(secs => $1::float8 / 1000)"
+                    " ORDER BY id LIMIT $2",
+                    self._settings.outbox_relay_grace_ms,
+                    self._settings.outbox_batch_size,
+                )
+                rows = [OutboxRow.from_record(r) for r in records]
+                if rows:
+                    await self._publish(rows, conn)
+                    logger.info("outbox.relayed", rows=len(rows))
+                return len(rows)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK)
+
+    async def _relay_forever(self) -> None:
+        interval_s = self._settings.outbox_poll_interval_ms / 1000
+        backoff = interval_s
+        while True:
+            started = time.monotonic()
+            try:
+                relayed = await self.relay_once()
+            except (KafkaError, TimeoutError, *UNREACHABLE) as exc:
+                logger.warning("outbox.relay_failed", error=repr(exc), retry_in_s=backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            except Exception as exc:  # the relay must outlive any one bad batch; say so loudly and go on
+                logger.error("outbox.relay_error", error=repr(exc), exc_info=exc)
+                await asyncio.sleep(MAX_BACKOFF_S)
+                continue
+            backoff = interval_s
+            if relayed < self._settings.outbox_batch_size:
+                await asyncio.sleep(max(0.0, interval_s - (time.monotonic() - started)))

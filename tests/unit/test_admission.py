@@ -1,0 +1,53 @@
+"""Admission arithmetic: how long a new order would wait for each stage, and which stage counts."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingress.admission import Sample, Stage
+
+EXECUTOR = Stage("executor", slots=10, service_s=2.5, measured_rate=0.0)  # 4 swaps a second
+ROUTER = Stage("router", slots=100, service_s=0.2, measured_rate=0.0)  # 500 quotes a second
+
+
+def sample(*, routing: int = 0, open_: int = 0, router: Stage = ROUTER, executor: Stage = EXECUTOR) -> Sample:
+    return Sample(
+        at=0.0,
+        routing=routing,
+        open=open_,
+        router=router,
+        executor=executor,
+        oldest_waiting_s=0.0,
+        outbox_lag_s=0.0,
+    )
+
+
+def test_an_order_that_finds_a_free_slot_waits_for_nothing() -> None:
+    assert EXECUTOR.wait_s(10) == 0.0
+
+
+def test_an_order_behind_a_full_stage_waits_for_the_queue_ahead_to_drain() -> None:
+    assert EXECUTOR.wait_s(10 + 40) == pytest.approx(40 / 4)
+
+
+def test_a_stage_that_finishes_fewer_than_its_slots_promise_is_judged_by_what_it_finishes() -> None:
+    cpu_bound = Stage("executor", slots=10, service_s=2.5, measured_rate=2.0)
+    assert cpu_bound.wait_s(50) == pytest.approx(40 / 2)
+    faster = Stage("executor", slots=10, service_s=2.5, measured_rate=9.0)  # never above what slots allow
+    assert faster.wait_s(50) == pytest.approx(40 / 4)
+
+
+def test_the_slowest_stage_dominates_the_expected_wait() -> None:
+    # 200 orders open, 50 of them still before routing: the router has room, the executor does not.
+    assert sample(routing=50, open_=200).expected_wait_s(0) == pytest.approx((200 - 10) / 4)
+    # The same backlog with the executor's slots raised: the router is now the stage that makes orders wait.
+    wide = Stage("executor", slots=5000, service_s=2.5, measured_rate=0.0)
+    slow_router = Stage("router", slots=10, service_s=0.5, measured_rate=0.0)
+    assert sample(routing=50, open_=200, router=slow_router, executor=wide).expected_wait_s(
+        0
+    ) == pytest.approx((50 - 10) / 20)
+
+
+def test_orders_admitted_since_the_sample_count_as_waiting() -> None:
+    assert sample(open_=10).expected_wait_s(0) == 0.0
+    assert sample(open_=10).expected_wait_s(8) == pytest.approx(8 / 4)
