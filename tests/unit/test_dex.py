@@ -145,23 +145,20 @@ async def test_injected_failures_are_off_by_default_and_follow_their_rate() -> N
 
 
 class FakeLedger:
-    """The venue's ledger table, in memory (asyncpg's execute/fetchrow, just what MockDex uses)."""
+    """The venue's ledger table, in memory (asyncpg's fetchrow, just what MockDex uses: its SELECT and its
+    INSERT ... RETURNING)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any]] = {}
 
-    async def execute(self, sql: str, *args: Any) -> None:
+    async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        if sql.startswith("SELECT"):
+            return self.rows.get(args[0])
         key, _order, dex_, _amount_in, amount_out, price, tx_hash, valid_until = args
-        if key not in self.rows and valid_until is None:
-            self.rows[key] = {
-                "dex": dex_,
-                "tx_hash": tx_hash,
-                "executed_price": price,
-                "amount_out": amount_out,
-            }
-
-    async def fetchrow(self, sql: str, key: str) -> dict[str, Any] | None:
-        return self.rows.get(key)
+        if key in self.rows or valid_until is not None:
+            return None  # ON CONFLICT DO NOTHING, or (here) a window the fake does not model
+        self.rows[key] = {"dex": dex_, "tx_hash": tx_hash, "executed_price": price, "amount_out": amount_out}
+        return self.rows[key]
 
 
 async def test_a_swap_is_signed_like_solana_and_happens_once_per_order() -> None:
