@@ -11,10 +11,10 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 import httpx
 import pytest
 
+from shared.db import connect
 from shared.dex import FailureRates, Latency, MockDex
 from shared.errors import DexError
 from shared.events import Dex, OrderStatus, Quote, StatusEvent, utcnow
@@ -311,7 +311,7 @@ async def test_an_event_committed_by_a_stage_that_died_before_publishing_it_stil
     executor's sweep publishes that event to `order.status`."""
     order_id = uuid.uuid4()
     pending = StatusEvent(order_id=order_id, seq=1, status=OrderStatus.PENDING, at=utcnow(), max_attempts=3)
-    conn = await asyncpg.connect(seeded.settings.database_url)
+    conn = await connect(seeded.settings.database_url, jsonb=False)
     await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=json.dumps, decoder=json.loads)
     try:
         await conn.execute(
