@@ -1,9 +1,17 @@
-"""The asyncpg pool and the migrations that shape the database."""
+"""The asyncpg pool and the migrations that shape the database.
+
+Every connection the project opens (pool, one-off, migrations, probes, tests) goes through `connect` or
+`create_pool` here, so each is made the same way: see `tls_choice` for when TLS is used."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
+from collections.abc import Mapping
 from importlib.resources import files
+from typing import Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 import orjson
@@ -12,6 +20,63 @@ logger = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 5.0
 MIGRATION_LOCK = 7_306_001  # pg_advisory_lock key: concurrent starters apply migrations one at a time
+TLS_QUERY_KEYS = ("sslmode", "ssl")
+
+
+def _url_hosts(dsn: str) -> list[str]:
+    """The hosts a postgres:// URL names, as asyncpg reads them: the netloc's (comma-separated, with or
+    without ports, IPv6 in brackets), else the query's `host=`; empty when it names none."""
+    parts = urlsplit(dsn)
+    hostspec = parts.netloc.rpartition("@")[2]
+    if not hostspec:
+        hostspec = ",".join(parse_qs(parts.query).get("host", []))
+    hosts = []
+    for item in unquote(hostspec).split(","):
+        item = item.strip()
+        if item.startswith("["):
+            item = item[1 : item.find("]")]
+        elif item.count(":") == 1:
+            item = item.partition(":")[0]
+        if item:
+            hosts.append(item)
+    return hosts
+
+
+def is_local_host(host: str) -> bool:
+    """A unix socket directory, `localhost`, or a loopback address (127.0.0.0/8, ::1)."""
+    if host.startswith("/") or host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_choice(dsn: str, environ: Mapping[str, str]) -> Literal[False] | None:
+    """Whether to turn TLS off for this URL (`False`) or leave it to asyncpg (`None`).
+
+    The user's word wins: `sslmode` (or `ssl`) in the URL's query, a `service=` entry (whose file may say
+    sslmode), or PGSSLMODE in the environment, and we leave TLS alone. Otherwise a server on this machine
+    (loopback address, `localhost`, unix socket, or no host at all, which asyncpg reads as the local
+    sockets then localhost, or PGHOST when set) is spoken to in plain text: encrypting loopback traffic
+    protects nothing and cost a fifth of each stage's CPU against Debian's Postgres, which has ssl=on and
+    so accepts asyncpg's default `prefer`. Any other host keeps asyncpg's default (`prefer`).
+
+    `environ` is asyncpg's own view of the libpq variables (PGSSLMODE, PGHOST); the caller passes
+    `os.environ`."""
+    query = parse_qs(urlsplit(dsn).query, keep_blank_values=True)
+    if any(key in query for key in (*TLS_QUERY_KEYS, "service")) or environ.get("PGSSLMODE"):
+        return None
+    hosts = _url_hosts(dsn)
+    if not hosts:
+        hosts = [h for h in environ.get("PGHOST", "").split(",") if h.strip()]
+    return False if all(is_local_host(h.strip()) for h in hosts) else None
+
+
+def connect_options(dsn: str) -> dict[str, Any]:
+    """The keyword arguments every asyncpg.connect/create_pool of ours adds to the URL (see tls_choice)."""
+    ssl = tls_choice(dsn, os.environ)
+    return {} if ssl is None else {"ssl": ssl}
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -20,15 +85,32 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def connect(dsn: str) -> asyncpg.Connection:
-    """One connection (outside the pool) that speaks JSONB as Python objects, like the pool's."""
-    conn = await asyncpg.connect(dsn, timeout=COMMAND_TIMEOUT_S)
-    await _init_connection(conn)
+async def connect(
+    dsn: str, *, connect_timeout_s: float = COMMAND_TIMEOUT_S, jsonb: bool = True
+) -> asyncpg.Connection:
+    """One connection outside the pool; with `jsonb` (the default) it speaks JSONB as Python objects, like
+    the pool's (without, it skips a type introspection: probes, migrations, admin)."""
+    conn = await asyncpg.connect(dsn, timeout=connect_timeout_s, **connect_options(dsn))
+    if jsonb:
+        await _init_connection(conn)
     return conn
 
 
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing beyond what asyncpg always does first (roll back a transaction
+    left open, forget `add_listener` callbacks), which costs no round trip when there is nothing to undo.
+
+    asyncpg's default reset sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;` on
+    every release: a round trip per pool use, ~9 % of the executor's CPU (py-spy, issue 9). It undoes
+    session state, and our pool users leave none: no session advisory locks (migrate takes its lock on a
+    connection of its own), no LISTEN, no cursors held past a transaction, no session SET. That is the
+    contract for code that uses the pool: session state belongs in a transaction (`SET LOCAL`,
+    `pg_advisory_xact_lock`) or on a connection of its own (`connect`), never on a pool connection."""
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
-    """A pool whose connections speak JSONB as Python objects; commands time out instead of hanging."""
+    """A pool whose connections speak JSONB as Python objects; commands time out instead of hanging;
+    release costs no round trip (see `_keep_session`)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
@@ -36,6 +118,8 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
         command_timeout=COMMAND_TIMEOUT_S,
         timeout=COMMAND_TIMEOUT_S,
         init=_init_connection,
+        reset=_keep_session,
+        **connect_options(dsn),
     )
     assert pool is not None
     return pool
@@ -43,7 +127,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
 
 async def migrate(dsn: str) -> list[str]:
     """Apply the SQL files in shared/migrations that this database has not seen, in name order."""
-    conn = await asyncpg.connect(dsn, timeout=COMMAND_TIMEOUT_S)
+    conn = await connect(dsn, jsonb=False)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
         await conn.execute(

@@ -8,6 +8,8 @@ import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
+from shared.db import connect
+
 PROBE_TIMEOUT_S = 3.0
 
 
@@ -23,7 +25,7 @@ async def check_kafka(servers: list[str]) -> bool:
 
 
 async def check_postgres_url(url: str) -> bool:
-    conn = await asyncpg.connect(url, timeout=PROBE_TIMEOUT_S)
+    conn = await connect(url, connect_timeout_s=PROBE_TIMEOUT_S, jsonb=False)
     try:
         return bool(await conn.fetchval("SELECT 1", timeout=PROBE_TIMEOUT_S) == 1)
     finally:

@@ -7,11 +7,11 @@ import asyncio
 import json
 import sys
 
-import asyncpg
 import pytest
 from jsonschema import Draft202012Validator
 
 from shared.contracts import CONTRACTS, schema_for
+from shared.db import connect
 from shared.topics import ORDER_STATUS, ORDERS, ORDERS_EXECUTE
 from tests.fixtures.orders import topic_messages
 from tests.fixtures.stack import ROOT, Stack, create_stack, destroy_stack
@@ -62,7 +62,7 @@ async def check_the_report(stack: Stack) -> None:
     assert proc.returncode == 0, err.decode()
     summary = json.loads(out)
 
-    conn = await asyncpg.connect(stack.settings.database_url)
+    conn = await connect(stack.settings.database_url, jsonb=False)
     try:
         counts = dict(await conn.fetch("SELECT status::text, count(*) FROM orders GROUP BY status"))
         dex = dict(

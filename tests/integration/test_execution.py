@@ -11,11 +11,10 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 import httpx
 import pytest
 
-from shared.db import create_pool
+from shared.db import connect, create_pool
 from shared.dex import FailureRates, Latency, MockDex
 from shared.errors import DexError
 from shared.events import Dex, OrderStatus, Quote, StatusEvent, utcnow
@@ -311,7 +310,7 @@ async def commit_routing_unpublished(stack: Stack) -> OrderRecord:
     nothing about it is on Kafka. Returns the order as it now stands (seq 2)."""
     order_id = uuid.uuid4()
     pending = StatusEvent(order_id=order_id, seq=1, status=OrderStatus.PENDING, at=utcnow(), max_attempts=3)
-    conn = await asyncpg.connect(stack.settings.database_url)
+    conn = await connect(stack.settings.database_url, jsonb=False)
     await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=json.dumps, decoder=json.loads)
     try:
         await conn.execute(

@@ -7,12 +7,12 @@ import json
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from shared import db
 from shared.events import OrderPlaced, OrderStatus
 from shared.kafka import Publisher, new_producer
 from shared.topics import ORDERS
@@ -136,7 +136,7 @@ async def test_a_redelivered_order_is_a_no_op(stack: Stack) -> None:
 
     again = (await get_order(stack, order_id)).json()
     assert again["seq"] == 5 and again["logs"] == row["logs"]
-    conn = await asyncpg.connect(stack.settings.database_url)
+    conn = await db.connect(stack.settings.database_url, jsonb=False)
     try:
         swaps = await conn.fetchval(
             "SELECT count(*) FROM mock_dex_swaps WHERE order_id = $1", placed.order_id
@@ -150,7 +150,7 @@ async def test_every_swap_is_in_the_venue_ledger_once(stack: Stack) -> None:
     orders = [await place(stack) for _ in range(5)]
     for order_id in orders:
         await watch(stack, order_id)
-    conn = await asyncpg.connect(stack.settings.database_url)
+    conn = await db.connect(stack.settings.database_url, jsonb=False)
     try:
         rows = await conn.fetch(
             "SELECT order_id, tx_hash FROM mock_dex_swaps WHERE order_id = ANY($1::uuid[])", orders

@@ -1,0 +1,73 @@
+"""When the project's connections use TLS: plain to a server on this machine, the user's sslmode always."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.db import connect_options, is_local_host, tls_choice
+
+BASE = "postgres://user:password@{host}/order_engine"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "localhost",
+        "localhost:5432",
+        "LOCALHOST",
+        "127.0.0.1",
+        "127.0.0.1:5432",
+        "127.8.9.10:6543",
+        "[::1]",
+        "[::1]:5432",
+        "",
+        "%2Fvar%2Frun%2Fpostgresql",
+        "localhost:5432,127.0.0.1:5433",
+    ],
+)
+def test_a_server_on_this_machine_is_spoken_to_in_plain_text(host: str) -> None:
+    assert tls_choice(BASE.format(host=host), {}) is False
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["db.example.com", "10.0.0.5:5432", "192.168.1.2", "[2001:db8::1]:5432", "localhost,db.example.com"],
+)
+def test_any_other_server_keeps_asyncpgs_default(host: str) -> None:
+    assert tls_choice(BASE.format(host=host), {}) is None
+
+
+@pytest.mark.parametrize(
+    "query", ["sslmode=require", "sslmode=disable", "sslmode=prefer", "ssl=true", "service=x"]
+)
+@pytest.mark.parametrize("host", ["localhost", "db.example.com"])
+def test_the_users_sslmode_is_passed_through_untouched(host: str, query: str) -> None:
+    assert tls_choice(f"{BASE.format(host=host)}?{query}", {}) is None
+
+
+def test_pgsslmode_in_the_environment_is_the_users_word_too() -> None:
+    assert tls_choice(BASE.format(host="localhost"), {"PGSSLMODE": "require"}) is None
+
+
+def test_a_url_without_host_is_judged_by_its_host_parameter_then_pghost() -> None:
+    assert tls_choice("postgres:///order_engine?host=/run/postgresql", {}) is False
+    assert tls_choice("postgres:///order_engine?host=db.example.com", {}) is None
+    assert tls_choice("postgres:///order_engine", {"PGHOST": "db.example.com"}) is None
+    assert tls_choice("postgres:///order_engine", {"PGHOST": "/run/postgresql"}) is False
+    assert tls_choice("postgres:///order_engine", {}) is False
+
+
+def test_connect_options_turn_tls_off_only_when_the_choice_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PGSSLMODE", raising=False)
+    monkeypatch.delenv("PGHOST", raising=False)
+    assert connect_options(BASE.format(host="localhost")) == {"ssl": False}
+    assert connect_options(BASE.format(host="localhost") + "?sslmode=require") == {}
+    assert connect_options(BASE.format(host="db.example.com")) == {}
+
+
+@pytest.mark.parametrize(
+    "host,local",
+    [("/tmp", True), ("localhost.", True), ("127.0.0.53", True), ("::1", True), ("128.0.0.1", False)],
+)
+def test_is_local_host(host: str, local: bool) -> None:
+    assert is_local_host(host) is local
