@@ -3,11 +3,12 @@ headers, the client's address, and the decoding of JSON bodies into the envelope
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Network, IPv6Network, ip_address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 from typing import Any, TypeVar
 
 import orjson
@@ -154,20 +155,30 @@ def client_address(request: HTTPConnection, trusted: Sequence[IPv4Network | IPv6
     return forwarded[0] if forwarded and _is_ip(forwarded[0]) else peer
 
 
-def _is_ip(text: str) -> bool:
+def _parse_ip(text: str) -> IPv4Address | IPv6Address | None:
     try:
-        ip_address(text)
+        return ip_address(text)
     except ValueError:
-        return False
-    return True
+        return None
+
+
+# The same few peers and forwarded addresses come back request after request: parse each once. Text
+# longer than any address is parsed (and refused) every time rather than remembered.
+_parse_ip_cached = functools.lru_cache(maxsize=4096)(_parse_ip)
+_LONGEST_ADDRESS = 64
+
+
+def _ip(text: str) -> IPv4Address | IPv6Address | None:
+    return _parse_ip_cached(text) if len(text) <= _LONGEST_ADDRESS else _parse_ip(text)
+
+
+def _is_ip(text: str) -> bool:
+    return _ip(text) is not None
 
 
 def _is_trusted(address: str, trusted: Sequence[IPv4Network | IPv6Network]) -> bool:
-    try:
-        ip = ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in trusted)
+    ip = _ip(address)
+    return ip is not None and any(ip in network for network in trusted)
 
 
 SECURITY_HEADERS = [
