@@ -105,7 +105,7 @@ async def _case(
 
 
 async def main(requests: int) -> None:
-    service.place_order = _accept_at_once  # type: ignore[assignment]
+    service.place_order = _accept_at_once
     configure_logging("ingress", "warning")
     settings = Settings(rate_limit=0, cors_origins="http://app.example", log_level="warning")
     app = api.create_app(settings)
