@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Request
 from redis.asyncio import Redis
-from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from ingress import service
@@ -19,13 +19,14 @@ from ingress.ratelimit import Decision, RateLimiter
 from ingress.schemas import OrderAccepted, OrderView, PlaceOrder, Readiness
 from shared.config import Settings, get_settings
 from shared.db import create_pool, migrate
+from shared.errors import InvalidBody
 from shared.health import check_postgres, check_redis
 from shared.http import (
-    CorrelationMiddleware,
-    RequestLimitsMiddleware,
-    SecurityHeadersMiddleware,
+    NO_OPENTELEMETRY,
+    CorsPolicy,
+    DirectRoute,
+    HttpEdgeMiddleware,
     client_address,
-    current_request_id,
     decode_json_body,
     error_responses,
     install_error_handlers,
@@ -35,6 +36,7 @@ from shared.http import (
 from shared.kafka import new_producer
 
 IDEMPOTENCY_KEY = r"^[\x20-\x7e]{1,255}$"
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY)
 EXPOSED_HEADERS = [
     "X-Request-ID",
     "Retry-After",
@@ -42,23 +44,42 @@ EXPOSED_HEADERS = [
     "RateLimit-Policy",
     "Idempotent-Replayed",
 ]
-PLACE_ORDER_BODY: dict[str, Any] = {
+HEALTHY = b'{"status":"ok"}'
+PLACE_ORDER_OPENAPI: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": "1-255 printable ASCII; a repeat within the TTL gets the first answer.",
+            "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY},
+        }
+    ],
     "requestBody": {
         "required": True,
         "content": {"application/json": {"schema": PlaceOrder.model_json_schema(by_alias=True)}},
-    }
+    },
 }
 
 
-async def rate_limit(
-    request: Request, principal: Annotated[Principal, Depends(authenticate)]
-) -> Decision | None:
+async def rate_limit(request: Request, principal: Principal) -> Decision | None:
     """Scope the request to its client (the principal, else the IP) and take a token from its bucket."""
     state = request.app.state
     client = principal.subject or client_address(request, state.trusted_proxies)
     request.state.client = client
     limiter: RateLimiter = state.limiter
     return await limiter.take(client)
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The Idempotency-Key header, or None; a malformed one is the 400 FastAPI would give for it."""
+    key = request.headers.get("idempotency-key")
+    if key is None or _IDEMPOTENCY_KEY.fullmatch(key):
+        return key
+    raise InvalidBody(
+        "the request is invalid",
+        details=[{"field": "Idempotency-Key", "message": f"String should match pattern '{IDEMPOTENCY_KEY}'"}],
+    )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -91,60 +112,61 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             yield
 
-    app = FastAPI(title="Order execution engine: ingress", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="Order execution engine: ingress",
+        version="1",
+        lifespan=lifespan,
+        telemetry=NO_OPENTELEMETRY,
+    )
+    cors = settings.cors_origin_list
     app.add_middleware(
-        RequestLimitsMiddleware,
+        HttpEdgeMiddleware,
         max_body_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
-    )
-    app.add_middleware(SecurityHeadersMiddleware)
-    if settings.cors_origin_list:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origin_list,
+        cors=CorsPolicy(
+            allow_origins=cors,
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", "Idempotency-Key", "X-Request-ID", "Authorization"],
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )
-    app.add_middleware(CorrelationMiddleware)
+        if cors
+        else None,
+    )
     install_metrics(app)
     install_error_handlers(app)
 
-    @app.post(
-        "/api/orders/execute",
-        status_code=202,
-        response_model=OrderAccepted,
-        responses=error_responses(400, 409, 413, 415, 429, 431, 500, 503),
-        openapi_extra=PLACE_ORDER_BODY,
-        summary="Place a market order",
-    )
-    async def execute_order(
-        request: Request,
-        limit: Annotated[Decision | None, Depends(rate_limit)],
-        idempotency_key: Annotated[
-            str | None,
-            Header(
-                alias="Idempotency-Key",
-                pattern=IDEMPOTENCY_KEY,
-                description="1-255 printable ASCII; a repeat within the TTL gets the first answer.",
-            ),
-        ] = None,
-    ) -> Response:
+    async def execute_order(request: Request) -> Response:
+        # Inputs are checked here rather than declared (see PLACE_ORDER_OPENAPI), in the order FastAPI
+        # would: the auth hook, the rate limit, the header, then the body.
+        limit = await rate_limit(request, await authenticate(request))
+        key = idempotency_key(request)
         body = await decode_json_body(request, PlaceOrder)
         accepted = await service.place_order(
             request.app.state.intake,
             body,
             client=request.state.client,
-            idempotency_key=idempotency_key,
-            correlation_id=current_request_id(),
+            idempotency_key=key,
+            correlation_id=request.scope["state"]["request_id"],
         )
-        response = json_response(accepted.body.to_dict(), accepted.status)
+        response = Response(accepted.body.to_json(), accepted.status, media_type="application/json")
         if accepted.replayed:
-            response.headers["Idempotent-Replayed"] = "true"
+            response.raw_headers.append((b"idempotent-replayed", b"true"))
         if limit is not None:
-            response.headers.update(limit.headers())
+            response.raw_headers.extend(limit.raw_headers())
         return response
+
+    app.router.add_api_route(
+        "/api/orders/execute",
+        execute_order,
+        methods=["POST"],
+        route_class_override=DirectRoute,
+        status_code=202,
+        response_model=OrderAccepted,
+        responses=error_responses(400, 409, 413, 415, 429, 431, 500, 503),
+        openapi_extra=PLACE_ORDER_OPENAPI,
+        summary="Place a market order",
+    )
 
     @app.get(
         "/api/orders/{order_id}",
@@ -156,9 +178,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def get_order(order_id: UUID, request: Request) -> OrderView:
         return OrderView.of(await service.get_order(request.app.state.pool, order_id))
 
-    @app.get("/health", responses=error_responses(431))
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health(request: Request) -> Response:
+        return Response(HEALTHY, media_type="application/json")
+
+    app.router.add_api_route(
+        "/health",
+        health,
+        methods=["GET"],
+        route_class_override=DirectRoute,
+        response_model=dict[str, str],
+        responses=error_responses(431),
+    )
 
     @app.get(
         "/ready",

@@ -65,6 +65,10 @@ class Decision:
             "RateLimit": f'"{POLICY}";r={self.remaining};t={self.reset_s}',
         }
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """`headers()` as ASGI header pairs, to append to a response without a header-map round trip."""
+        return [(name.lower().encode(), value.encode()) for name, value in self.headers().items()]
+
 
 class RateLimiter:
     def __init__(self, redis: Redis, *, limit_per_minute: int, key_prefix: str, fail_open: bool) -> None:
