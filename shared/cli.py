@@ -21,6 +21,11 @@ from shared.topics import ensure_topics
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def upstream_servers(port: int, replicas: list[int]) -> str:
+    """nginx `server` lines for a service's process on `port` and any replicas on this host."""
+    return "\n".join(f"        server 127.0.0.1:{p};" for p in (port, *replicas))
+
+
 def render_proxy_config(settings: Settings, local: Path) -> Path:
     run, logs = local / "run", local / "logs"
     for folder in (run, logs):
@@ -31,8 +36,8 @@ def render_proxy_config(settings: Settings, local: Path) -> Path:
         "RUN": str(run),
         "LOGS": str(logs),
         "PORT": str(settings.port),
-        "INGRESS_PORT": str(settings.ingress_port),
-        "NOTIFIER_PORT": str(settings.notifier_port),
+        "INGRESS_SERVERS": upstream_servers(settings.ingress_port, settings.ingress_replica_ports),
+        "NOTIFIER_SERVERS": upstream_servers(settings.notifier_port, settings.notifier_replica_ports),
     }
     for key, value in values.items():
         text = text.replace(f"@{key}@", value)

@@ -48,8 +48,14 @@ class Settings(BaseSettings):
     # Where each process listens. The proxy (nginx) owns PORT and forwards to these.
     ingress_host: str = "127.0.0.1"
     ingress_port: int = 3001
+    ingress_replicas: str = Field(
+        "", description="Ports of further ingress processes on this host that the proxy spreads POSTs over."
+    )
     notifier_host: str = "127.0.0.1"
     notifier_port: int = 3002
+    notifier_replicas: str = Field(
+        "", description="Ports of further notifier processes on this host behind the proxy."
+    )
     router_metrics_port: int = Field(9101, description="Prometheus /metrics of the router process.")
     executor_metrics_port: int = Field(9102, description="Prometheus /metrics of the executor process.")
     metrics_host: str = "127.0.0.1"
@@ -179,6 +185,14 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The full name of a catalogue topic (or consumer group) under this deployment's prefix."""
         return f"{self.topic_prefix}{name}"
+
+    @property
+    def ingress_replica_ports(self) -> list[int]:
+        return [int(p) for p in self.ingress_replicas.split(",") if p.strip()]
+
+    @property
+    def notifier_replica_ports(self) -> list[int]:
+        return [int(p) for p in self.notifier_replicas.split(",") if p.strip()]
 
     @property
     def kafka_servers(self) -> list[str]:

@@ -1,0 +1,44 @@
+"""Two of each scaled stage: two ingress processes behind the proxy, two routers and two executors sharing
+partitions through their consumer groups. Every order confirms once, and both ingresses take a share."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.fixtures.execution import ledger, place_many, wait_terminal
+from tests.fixtures.stack import Stack, create_stack, destroy_stack
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+async def doubled(infrastructure: object) -> AsyncIterator[Stack]:
+    stack = await create_stack(replicas=2, MOCK_PRICE_MOVE_BPS="0", TOPIC_PARTITIONS="4")
+    try:
+        yield stack
+    finally:
+        await destroy_stack(stack)
+
+
+async def accepted_by(port: int) -> float:
+    async with httpx.AsyncClient(timeout=5) as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    found = re.search(r"^orders_accepted_total (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_two_of_each_stage_confirm_every_order_once_and_share_the_intake(doubled: Stack) -> None:
+    assert {"ingress-2", "router-2", "executor-2"} <= set(doubled.processes)
+    ids = await place_many(doubled, 60, parallel=20)
+    rows = await wait_terminal(doubled, ids, timeout=90)
+    assert {r["status"] for r in rows.values()} == {"confirmed"}
+    swaps = await ledger(doubled, ids)
+    assert sorted(len(swaps.get(i, [])) for i in ids) == [1] * len(ids)
+    shares = [
+        await accepted_by(p) for p in (doubled.settings.ingress_port, *doubled.settings.ingress_replica_ports)
+    ]
+    assert sum(shares) == 60 and min(shares) > 0, shares
