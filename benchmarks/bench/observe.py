@@ -246,7 +246,7 @@ class Watch:
             return
         try:
             sampled = await asyncio.wait_for(self.kafka.sample(), 5)
-        except (KafkaError, TimeoutError):
+        except (KafkaError, TimeoutError, OSError, KeyError):  # a missed sample, not a failed bench
             self.scrape_errors += 1
             return
         for group, lag in sampled.items():

@@ -118,7 +118,7 @@ def print_selfcheck(report: dict[str, Any]) -> None:
 
 def print_summary(scenarios: dict[str, dict[str, Any]]) -> None:
     head = (
-        f"{'':4}{'offered/s':>10}{'accepted/s':>11}{'refused':>9}{'HTTP p99 ms':>12}"
+        f"{'':4}{'offered/s':>10}{'accepted/s':>11}{'not 2xx':>9}{'HTTP p99 ms':>12}"
         f"{'e2e p50 s':>10}{'e2e p99 s':>10}{'confirmed':>10}{'timeout':>9}{'open':>6}"
         f"{'max lag':>9}{'in flight':>10}{'load':>6}"
     )
