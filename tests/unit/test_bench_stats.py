@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,7 @@ def test_error_code_reads_the_flat_envelope_the_nested_one_and_survives_html() -
 
 
 def test_every_accepted_order_gets_an_outcome_by_reason() -> None:
-    rows = {
+    rows: dict[str, dict[str, Any]] = {
         "o1": {"status": "confirmed", "error": None},
         "o2": {"status": "failed", "error": "timeout", "failure_reason": "timeout"},
         "o3": {"status": "failed", "error": "slippage_exceeded"},
