@@ -86,11 +86,13 @@ def print_load(report: dict[str, Any]) -> None:
 def print_fanout(report: dict[str, Any]) -> None:
     d, rss = report["delivery_ms"], report["notifier_rss_mib"]
     clients = report["clients"]
-    out(f"(d) {report['title']}   [{report['client_processes']} client processes]")
+    out(f"(d) {report['title']}   [{report['client_processes']} client processes, via {report['path']}]")
     out(f"  {load_avg(report)}")
     out(
         f"  connected    {report['connected']:,}/{clients:,} in {report['connect_s']} s; streams complete "
-        f"(seq 1..5 once, close 1000) {report['complete_streams']:,}; reconnects {report['reconnects']:,}"
+        f"(seq 1..5 once, close 1000) {report['complete_streams']:,}; ended `failed` "
+        f"{report['failed_streams']:,}; unfinished {report['unfinished_streams']:,}; "
+        f"reconnects {report['reconnects']:,}"
     )
     out(f"  delivery ms  {pcts(d)}   event `at` → client received, {report['streaming_s']} s of streaming")
     out(
