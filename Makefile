@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test unit integration lint format bootstrap infra-up infra-down infra-status migrate topics clean
+.PHONY: run test unit integration bench bench-quick lint format bootstrap infra-up infra-down infra-status migrate topics clean
 
 run: bootstrap
 	scripts/run.sh
@@ -17,6 +17,14 @@ unit: bootstrap
 
 integration: infra-up
 	$(VENV)/bin/pytest -m integration
+
+# The benchmark (docs/performance.md): every scenario, a table on stdout and a JSON file under .local/bench/.
+# Flags pass through ARGS, e.g. `make bench ARGS="--scenario b --rate 300"`.
+bench: infra-up
+	$(PY) -m benchmarks.bench $(ARGS)
+
+bench-quick: infra-up
+	$(PY) -m benchmarks.bench --quick $(ARGS)
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

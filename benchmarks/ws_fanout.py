@@ -1,18 +1,21 @@
-"""WebSocket fan-out benchmark: N concurrent clients on one notifier, each following its own order live.
+"""WebSocket fan-out benchmark, scenario (d) of `make bench`: N concurrent clients on one notifier, each
+following its own order live, the clients spread over several processes.
 
-    .venv/bin/python -m benchmarks.ws_fanout [--clients 1000]
+    .venv/bin/python -m benchmarks.ws_fanout [--clients 10000] [--processes 4]
+    (or: .venv/bin/python -m benchmarks.bench --scenario d --clients 10000)
 
 Needs the infrastructure of `make infra-up` (Kafka, Postgres, Redis); starts its own stack (fresh database,
 topic prefix and ports, like the integration tests) and removes it afterwards.
 
-1. With the router stopped, place N orders (they wait at `pending`, seq 1).
-2. Open N WebSockets through the proxy, one per order, and read each snapshot.
+1. With the router stopped, place N orders (they wait at `pending`, seq 1), with the bench's load
+   generator in closed loop.
+2. Open N WebSockets through the proxy, one per order, from several processes, and read each snapshot.
 3. Start the router: every order goes routing → building → submitted → confirmed, and every event is
    delivered live to its client.
-Prints whether every client got its order's complete stream (seq 1..5, once, then close 1000), the delivery
+Reports whether every client got its order's complete stream (seq 1..5, once, then close 1000), the delivery
 latency (the event's `at` → received by the client, so it includes Kafka, the notifier, the proxy and the
-client's own loop), the notifier's RSS, and the machine's load. Figures, not assertions: the machine is
-shared, so read them together with the load printed next to them.
+client's own loop), the notifier's RSS and CPU, and the machine's load. Figures, not assertions: the machine
+is shared, so read them together with the load printed next to them.
 """
 
 from __future__ import annotations
@@ -20,20 +23,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import sys
 import time
 from datetime import UTC, datetime
+from functools import partial
+from multiprocessing.connection import Connection
 from typing import Any
 
-import httpx
+import orjson
 import uvloop
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import WebSocketException
 
-from tests.fixtures.stack import Stack, create_stack, destroy_stack, wait_for
+from benchmarks.bench import stats
+from benchmarks.bench.loadgen import LoadPlan, raise_nofile, run_load
+from benchmarks.bench.observe import Group, Watch, read_proc, with_children
+from benchmarks.bench.report import print_fanout
+from tests.fixtures.orders import order_body
+from tests.fixtures.stack import Stack, create_stack, destroy_stack
 
-ORDER = {"type": "market", "tokenIn": "SOL", "tokenOut": "USDC", "amountIn": "1.5", "slippage": "0.01"}
+HANDSHAKES_IN_FLIGHT = 100  # per client process
+# infra/nginx.conf.in: one worker with worker_connections 8192, and a proxied WebSocket holds two of them
+# (client side, notifier side). Past that the clients connect straight to the notifier's port.
+PROXY_WEBSOCKETS = 4000
 
 
 def out(line: str = "") -> None:
@@ -42,35 +56,13 @@ def out(line: str = "") -> None:
 
 
 def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+    got = read_proc(pid)
+    return got.rss_kib / 1024 if got else float("nan")
 
 
 def load() -> str:
     one, five, _ = os.getloadavg()
     return f"load average {one:.2f} (1 min), {five:.2f} (5 min) on {os.cpu_count()} CPUs"
-
-
-async def place_orders(stack: Stack, count: int) -> list[str]:
-    limits = httpx.Limits(max_connections=50)
-    async with httpx.AsyncClient(base_url=stack.base_url, limits=limits, timeout=30) as client:
-        gate = asyncio.Semaphore(50)
-
-        async def place() -> str:
-            async with gate:
-                response = await client.post("/api/orders/execute", json=ORDER)
-            response.raise_for_status()
-            return str(response.json()["orderId"])
-
-        return list(await asyncio.gather(*(place() for _ in range(count))))
 
 
 class Follower:
@@ -80,6 +72,7 @@ class Follower:
     def __init__(self, url: str) -> None:
         self.url = url
         self.seqs: list[int] = []
+        self.last_status = ""
         self.latencies: list[float] = []
         self.close_code: int | None = None
         self.reconnects = 0
@@ -107,9 +100,10 @@ class Follower:
                 if message["type"] != "status":
                     continue
                 self.seqs.append(message["seq"])
+                self.last_status = str(message.get("status"))
                 at = datetime.fromisoformat(message["at"].replace("Z", "+00:00"))
                 self.latencies.append((received - at).total_seconds())
-        except (ConnectionClosed, OSError, TimeoutError):
+        except (WebSocketException, OSError, TimeoutError):  # ConnectionClosed, a refused handshake, ...
             self.close_code = None
             return
         self.close_code = ws.close_code
@@ -119,8 +113,67 @@ class Follower:
         return self.seqs == [1, 2, 3, 4, 5] and self.close_code == 1000
 
 
-async def main(clients: int) -> None:
-    out(f"ws_fanout: {clients} clients, one notifier; {load()}")
+async def _clients(urls: list[str], pipe: Connection, limit_s: float) -> None:
+    """One client process: open every socket, report how many read their snapshot, then wait for the
+    streams to end (or `limit_s` passes) and report what they got."""
+    followers = [Follower(u) for u in urls]
+    gate = asyncio.Semaphore(HANDSHAKES_IN_FLIGHT)
+    tasks = [asyncio.create_task(f.run(gate)) for f in followers]
+    await asyncio.wait([asyncio.create_task(f.connected.wait()) for f in followers], timeout=limit_s)
+    pipe.send(sum(bool(f.seqs) for f in followers))
+    _, pending = await asyncio.wait(tasks, timeout=limit_s)
+    for task in pending:
+        task.cancel()
+    pipe.send(
+        {
+            "complete": sum(f.complete for f in followers),
+            "failed": sum(f.last_status == "failed" for f in followers),
+            "unfinished": len(pending),
+            "reconnects": sum(f.reconnects for f in followers),
+            "latencies": [x for f in followers for x in f.latencies],
+        }
+    )
+
+
+def _clients_main(urls: list[str], pipe: Connection, limit_s: float) -> None:
+    raise_nofile()
+    uvloop.run(_clients(urls, pipe, limit_s))
+
+
+async def _recv_all(pipes: list[Connection]) -> list[Any]:
+    loop = asyncio.get_running_loop()
+    return list(await asyncio.gather(*(loop.run_in_executor(None, p.recv) for p in pipes)))
+
+
+async def place_pending(stack: Stack, count: int, passes: int = 3) -> list[str]:
+    """`count` orders placed as fast as ingress takes them (closed loop, 2 x 25 in flight); what was
+    refused (a 503 while the machine is saturated) is offered again, up to `passes` times."""
+    placed: list[str] = []
+    for _ in range(passes):
+        plan = LoadPlan(
+            host="127.0.0.1",
+            port=stack.settings.port,
+            body=orjson.dumps(order_body()),
+            count=count - len(placed),
+            rate=0,
+            workers=2,
+            connections=25,
+            timeout=120,
+        )
+        result = await run_load(plan)
+        placed += [s.order_id for s in result.sent if s.order_id is not None]
+        refused = stats.refusals((s.status, s.code) for s in result.sent)
+        if refused:
+            out(f"  placing: refused {refused}")
+        if len(placed) >= count:
+            break
+    return placed
+
+
+async def fanout(clients: int, processes: int = 4, limit_s: float = 900) -> dict[str, Any]:
+    """Scenario (d); returns its figures (and prints progress lines). Through the proxy up to
+    PROXY_WEBSOCKETS clients, straight to the notifier beyond."""
+    raise_nofile()  # the stack's processes (notifier, nginx) inherit it
     stack = await create_stack(
         RATE_LIMIT="0",
         LOG_LEVEL="warning",
@@ -128,62 +181,103 @@ async def main(clients: int) -> None:
         MOCK_QUOTE_LATENCY_MAX_MS="5",
         MOCK_EXECUTION_LATENCY_MIN_MS="0",
         MOCK_EXECUTION_LATENCY_MAX_MS="5",
-        ORDER_DEADLINE_MS="600000",
+        ORDER_DEADLINE_MS="3600000",  # placing and connecting 10,000 takes minutes: no order may expire
+        WS_MAX_CONNECTIONS=str(clients + 100),
+        QUEUE_MAX_LAG=str(clients * 2),  # the router is stopped while the orders are placed
+        TOPIC_PARTITIONS="6",
     )
     try:
         notifier = stack.processes["notifier"]
-        assert notifier.popen is not None
-        pid = notifier.popen.pid
+        proxy = stack.processes["proxy"]
+        assert notifier.popen is not None and proxy.popen is not None
+        pid, proxy_pid = notifier.popen.pid, proxy.popen.pid
         rss_idle = rss_mib(pid)
         stack.processes["router"].stop()
 
         started = time.monotonic()
-        orders = await place_orders(stack, clients)
-        out(f"placed {len(orders)} orders in {time.monotonic() - started:.1f}s (router stopped: all pending)")
+        orders = await place_pending(stack, clients)
+        out(
+            f"  placed {len(orders)} of {clients} orders in {time.monotonic() - started:.1f}s"
+            " (router stopped)"
+        )
 
+        watch = Watch(
+            [
+                Group("notifier", partial(list, (pid,)), own=True),
+                Group("nginx (proxy)", partial(with_children, proxy_pid), own=True),
+            ],
+            stages={},
+        )
+        await watch.start()
         started = time.monotonic()
-        followers = [Follower(f"{stack.ws_url}?orderId={o}") for o in orders]
-        gate = asyncio.Semaphore(100)
-        tasks = [asyncio.create_task(f.run(gate)) for f in followers]
-        await asyncio.wait_for(asyncio.gather(*(f.connected.wait() for f in followers)), 300)
+        ctx = multiprocessing.get_context("spawn")
+        pipes: list[Connection] = []
+        procs = []
+        via_proxy = clients <= PROXY_WEBSOCKETS
+        base = (
+            stack.ws_url if via_proxy else f"ws://127.0.0.1:{stack.settings.notifier_port}/api/orders/execute"
+        )
+        urls = [f"{base}?orderId={o}" for o in orders]
+        for index in range(processes):
+            ours, theirs = ctx.Pipe()
+            proc = ctx.Process(
+                target=_clients_main, args=(urls[index::processes], theirs, limit_s), daemon=True
+            )
+            proc.start()
+            pipes.append(ours)
+            procs.append(proc)
+        connected = sum(await _recv_all(pipes))
+        connect_s = time.monotonic() - started
         rss_connected = rss_mib(pid)
-        out(f"{clients} WebSockets open, snapshots read, in {time.monotonic() - started:.1f}s")
+        out(f"  {connected} WebSockets open, snapshots read, in {connect_s:.1f}s")
 
         started = time.monotonic()
         stack.start_service("router")
-        peak = rss_connected
-
-        def finished() -> bool:
-            nonlocal peak
-            peak = max(peak, rss_mib(pid))
-            return all(t.done() for t in tasks)
-
-        await wait_for(finished, timeout=600, interval=0.2, what="every stream to end")
-        await asyncio.gather(*tasks)
-        elapsed = time.monotonic() - started
-
-        complete = sum(f.complete for f in followers)
-        latencies = [x for f in followers for x in f.latencies]
-        reconnects = sum(f.reconnects for f in followers)
-        out(f"streams complete (seq 1..5 once, close 1000): {complete}/{clients}; reconnects: {reconnects}")
-        out(f"live events delivered: {len(latencies)} in {elapsed:.1f}s after the router started")
-        if latencies:
-            p50, p99 = (percentile(latencies, p) * 1000 for p in (50, 99))
-            out(
-                "delivery latency (event at → client received): "
-                f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies) * 1000:.1f} ms"
-            )
-        per_client = (rss_connected - rss_idle) * 1024 / clients
-        out(
-            f"notifier RSS: {rss_idle:.1f} MiB idle, {rss_connected:.1f} MiB with {clients} clients, "
-            f"{peak:.1f} MiB peak while streaming ({per_client:.1f} KiB/client)"
-        )
-        out(f"after: {load()}")
+        results = await _recv_all(pipes)
+        streaming_s = time.monotonic() - started
+        for proc in procs:
+            proc.join(10)
+        await watch.stop()
     finally:
         await destroy_stack(stack)
+    latencies = [x for r in results for x in r["latencies"]]
+    figures = watch.report()["processes"]
+    assert isinstance(figures, dict)
+    return {
+        "scenario": "d",
+        "title": f"{clients} WebSocket clients on one notifier",
+        "clients": clients,
+        "client_processes": processes,
+        "path": "proxy" if via_proxy else "notifier port (past the proxy's connection limit)",
+        "orders_placed": len(orders),
+        "connected": connected,
+        "connect_s": round(connect_s, 1),
+        "complete_streams": sum(r["complete"] for r in results),
+        "failed_streams": sum(r["failed"] for r in results),
+        "unfinished_streams": sum(r["unfinished"] for r in results),
+        "reconnects": sum(r["reconnects"] for r in results),
+        "events_delivered": len(latencies),
+        "streaming_s": round(streaming_s, 1),
+        "delivery_ms": stats.summary(latencies, 1000),
+        "notifier_rss_mib": {
+            "idle": round(rss_idle, 1),
+            "connected": round(rss_connected, 1),
+            "peak": figures["notifier"]["peak_rss_mib"],
+            "per_client_kib": round((rss_connected - rss_idle) * 1024 / max(connected, 1), 1),
+        },
+        "processes": figures,
+    }
+
+
+async def main(clients: int, processes: int) -> None:
+    out(f"ws_fanout: {clients} clients, one notifier; {load()}")
+    print_fanout(await fanout(clients, processes))
+    out(f"after: {load()}")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ws_fanout")
     parser.add_argument("--clients", type=int, default=1000)
-    uvloop.run(main(parser.parse_args().clients))
+    parser.add_argument("--processes", type=int, default=4)
+    args = parser.parse_args()
+    uvloop.run(main(args.clients, args.processes))

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.integration]
 
 @pytest.fixture(scope="module")
 async def doubled(infrastructure: object) -> AsyncIterator[Stack]:
-    stack = await create_stack(replicas=2, MOCK_PRICE_MOVE_BPS="0", TOPIC_PARTITIONS="4")
+    stack = await create_stack(REPLICAS="2", MOCK_PRICE_MOVE_BPS="0", TOPIC_PARTITIONS="4")
     try:
         yield stack
     finally:

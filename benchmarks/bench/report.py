@@ -1,0 +1,149 @@
+"""The bench's readable output: a block per scenario and a summary table, from the same dicts that go
+into the JSON file."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+
+def out(line: str = "") -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def num(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def pcts(summary: dict[str, Any], digits: int = 1) -> str:
+    p50, p95, p99, top = (num(summary.get(k), digits) for k in ("p50", "p95", "p99", "max"))
+    return f"p50 {p50}  p95 {p95}  p99 {p99}  max {top}  (n={summary['count']:,})"
+
+
+def counts(mapping: dict[str, int]) -> str:
+    return " · ".join(f"{k} {v:,}" for k, v in mapping.items()) or "none"
+
+
+def load_avg(report: dict[str, Any]) -> str:
+    before, after = report.get("load_before", [0, 0, 0]), report.get("load_after", [0, 0, 0])
+    return f"load avg (1 min) {before[0]:.2f} before, {after[0]:.2f} after"
+
+
+def processes(report: dict[str, Any]) -> None:
+    out(f"  {'process':<30} {'CPU s':>8} {'peak RSS MiB':>13} {'procs':>6}")
+    for name, figures in report.get("processes", {}).items():
+        out(f"  {name:<30} {figures['cpu_s']:>8.2f} {figures['peak_rss_mib']:>13.1f} {figures['procs']:>6}")
+
+
+def print_load(report: dict[str, Any]) -> None:
+    offered, accepted = report["offered"], report["accepted"]
+    e2e = report["e2e_s"]
+    settings = " ".join(f"{k}={v}" for k, v in report["settings"].items())
+    out(f"({report['scenario']}) {report['title']}   [{settings}]")
+    out(f"  {load_avg(report)}")
+    out(
+        f"  offered      {offered['count']:,} over {offered['duration_s']} s = {offered['rate']:,.1f}/s; "
+        f"accepted {accepted['count']:,} = {accepted['rate']:,.1f}/s"
+    )
+    with_ra = (
+        f" ({report['refusals_429_with_retry_after']:,} of {report['refusals_429']:,} 429s with Retry-After)"
+    )
+    out(f"  refused      {counts(report['refusals'])}{with_ra if report['refusals_429'] else ''}")
+    out(f"  HTTP ms      {pcts(report['http_ms'])}; unanswered {report['unanswered']:,}")
+    out(f"  e2e s, DB    {pcts(e2e['db_all_terminal'], 2)}   every accepted order that finished")
+    out(f"  e2e s, conf  {pcts(e2e['db_confirmed'], 2)}   confirmed only")
+    ws_missing = f"; no terminal: {counts(e2e['ws_without_terminal'])}" if e2e["ws_without_terminal"] else ""
+    out(f"  e2e s, WS    {pcts(e2e['ws_sample'], 2)}   sampled clients{ws_missing}")
+    drain = report["drain"]
+    out(
+        f"  outcomes     {counts(report['outcomes'])}  → confirmed {num(report['confirmed_pct'], 2)} %"
+        f"  (drain {drain['waited_s']} s of ≤{drain['limit_s']:.0f},"
+        f" {drain['still_open']:,} orders still open)"
+    )
+    if report["orders_in_db_not_acknowledged"]:
+        unacked = report["orders_in_db_not_acknowledged"]
+        out(f"  orders created whose POST got no 2xx (client timeout): {unacked:,}")
+    lag = " · ".join(f"{group} {num(v['total'], 0)}" for group, v in report["max_lag"].items()) or "-"
+    gauge = " · ".join(f"{s} {num(v['total'], 0)}" for s, v in report["max_lag_engine_gauge"].items()) or "-"
+    out(
+        f"  throughput   {report['confirmed_per_s']:,.1f} confirmed/s end to end;"
+        f"  peak swaps in flight {num(report['peak_swaps_in_flight'], 0)}"
+    )
+    out(f"  max lag      {lag} (broker: end - committed offsets);  engine gauge {gauge}")
+    gen = report["generator"]
+    out(f"  generator    send lag ms {pcts(gen['send_lag_ms'])}; CPU {gen['cpu_s']} s")
+    processes(report)
+    out()
+
+
+def print_fanout(report: dict[str, Any]) -> None:
+    d, rss = report["delivery_ms"], report["notifier_rss_mib"]
+    clients = report["clients"]
+    out(f"(d) {report['title']}   [{report['client_processes']} client processes, via {report['path']}]")
+    out(f"  {load_avg(report)}")
+    out(
+        f"  connected    {report['connected']:,}/{clients:,} in {report['connect_s']} s; streams complete "
+        f"(seq 1..5 once, close 1000) {report['complete_streams']:,}; ended `failed` "
+        f"{report['failed_streams']:,}; unfinished {report['unfinished_streams']:,}; "
+        f"reconnects {report['reconnects']:,}"
+    )
+    out(f"  delivery ms  {pcts(d)}   event `at` → client received, {report['streaming_s']} s of streaming")
+    out(
+        f"  notifier RSS MiB: idle {rss['idle']}, {report['connected']:,} connected {rss['connected']}, "
+        f"peak {rss['peak']} ({rss['per_client_kib']} KiB/client)"
+    )
+    processes(report)
+    out()
+
+
+def print_selfcheck(report: dict[str, Any]) -> None:
+    out(
+        "(gen) generator self-check against a trivial nginx endpoint: "
+        f"offered {report['offered_rate']:,.0f}/s, "
+        f"achieved {report['achieved_rate']:,.0f}/s, HTTP ms {pcts(report['http_ms'])}"
+    )
+    ratio = report.get("ratio_to_engine")
+    if ratio is not None:
+        verdict = "ok" if ratio >= 2 else "TOO LOW: the generator may be the ceiling"
+        best = report["engine_best_rate"]
+        out(f"  = {ratio:.1f}x the best rate the engine accepted ({best:,.1f}/s): {verdict}")
+    out(f"  {load_avg(report)}")
+    out()
+
+
+def print_summary(scenarios: dict[str, dict[str, Any]]) -> None:
+    head = (
+        f"{'':4}{'offered/s':>10}{'accepted/s':>11}{'not 2xx':>9}{'HTTP p99 ms':>12}"
+        f"{'e2e p50 s':>10}{'e2e p99 s':>10}{'confirmed':>10}{'timeout':>9}{'open':>6}"
+        f"{'max lag':>9}{'in flight':>10}{'load':>6}"
+    )
+    out("summary (e2e: POST due → terminal row, every accepted order; confirmed/timeout/open: of accepted)")
+    out(head)
+    for key, r in scenarios.items():
+        if key == "d" or "offered" not in r:
+            continue
+        refused = sum(v for k, v in r["refusals"].items())
+        timeouts = sum(v for k, v in r["outcomes"].items() if k == "failed:timeout")
+        still_open = sum(v for k, v in r["outcomes"].items() if k.startswith("open:") or k == "missing")
+        lag = max((v["total"] for v in r["max_lag"].values()), default=0)
+        e2e = r["e2e_s"]["db_all_terminal"]
+        out(
+            f"({key}) {r['offered']['rate']:>9,.1f}{r['accepted']['rate']:>11,.1f}{refused:>9,}"
+            f"{num(r['http_ms']['p99']):>12}{num(e2e['p50'], 2):>10}{num(e2e['p99'], 2):>10}"
+            f"{num(r['confirmed_pct'], 1) + '%':>10}{timeouts:>9,}{still_open:>6,}"
+            f"{lag:>9,.0f}{r['peak_swaps_in_flight']:>10,.0f}{r['load_after'][0]:>6.2f}"
+        )
+    if "d" in scenarios:
+        d = scenarios["d"]
+        out(
+            f"(d) {d['connected']:,}/{d['clients']:,} WebSockets,"
+            f" delivery p50 {num(d['delivery_ms']['p50'])} ms p99 {num(d['delivery_ms']['p99'])} ms,"
+            f" notifier peak RSS {d['notifier_rss_mib']['peak']} MiB"
+        )
