@@ -39,7 +39,7 @@ class GroupCommit(Generic[ItemT, ResultT]):
     def __init__(
         self,
         pool: asyncpg.Pool,
-        outbox: Outbox,
+        outbox: Outbox | None,
         flush: FlushFn[ItemT, ResultT],
         *,
         name: str,
@@ -70,8 +70,10 @@ class GroupCommit(Generic[ItemT, ResultT]):
     async def submit(self, item: ItemT) -> ResultT:
         """Write `item` with whatever else is waiting; returns once it is committed (and its rows queued for
         publishing). Raises what the batch's statement raised."""
-        if self._task is None or self._task.done():
-            raise RuntimeError(f"group commit {self._name} is not running")
+        if self._task is None:
+            self.start()
+        elif self._task.done():
+            raise RuntimeError(f"group commit {self._name} has stopped")
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._wake.set()
@@ -93,7 +95,8 @@ class GroupCommit(Generic[ItemT, ResultT]):
         try:
             async with self._pool.acquire() as conn:
                 flushed = await self._flush(conn, [item for item, _ in batch])
-            await self._outbox.publish(flushed.rows)
+            if self._outbox is not None:
+                await self._outbox.publish(flushed.rows)
         except asyncio.CancelledError:
             for _, future in batch:
                 if not future.done():

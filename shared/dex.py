@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -31,6 +32,7 @@ from uuid import UUID
 
 import asyncpg
 
+from shared.batching import Flushed, GroupCommit
 from shared.config import Settings
 from shared.errors import (
     BlockhashExpired,
@@ -173,8 +175,13 @@ class MockDex:
         latency: Latency,
         price_move: Decimal = Decimal("0.01"),
         failures: FailureRates | None = None,
+        batched: bool = False,
     ) -> None:
+        """`batched`: concurrent swaps share one ledger statement (group commit), as the stages run it."""
         self._pool = pool
+        self._ledger: GroupCommit[LedgerEntry, SwapResult | None] | None = (
+            GroupCommit(pool, None, insert_swaps, name="ledger") if batched else None
+        )
         self._seed = seed
         self._latency = latency
         self._price_move = price_move
@@ -189,6 +196,7 @@ class MockDex:
             latency=Latency.from_settings(settings),
             price_move=Decimal(settings.mock_price_move_bps) / Decimal(10_000),
             failures=FailureRates.from_settings(settings),
+            batched=True,
         )
 
     def _rng(self, order_id: UUID, attempt: int, dex: Dex, purpose: str) -> random.Random:
@@ -278,44 +286,36 @@ class MockDex:
         moved so far that it would return less, the venue rejects it (SlippageExceeded) and nothing is
         swapped. It lands only before `valid_until` (BlockhashExpired afterwards, nothing swapped)."""
         key = swap_key(order_id)
-        done = await self.ledger_entry(key)
-        if done is not None:
-            return done
         rng = self._rng(order_id, attempt, quote.dex, "execute")
         await self._delay(rng, self._latency.execution)
         executed_price = (quote.price * (1 + self._uniform(rng, self._price_move))).quantize(PRICE_PLACES)
-        self._inject(
-            self._rng(order_id, attempt, quote.dex, "execute-failure"),
-            self._failures.swap_transient,
-            self._failures.swap_permanent,
-            (
-                VenueTimeout(f"{quote.dex} swap timed out before it was sent"),
-                BlockhashExpired(f"{quote.dex} swap not included before its blockhash expired"),
-                NoPool(f"{quote.dex} pool closed"),
-                InsufficientLiquidity(f"{quote.dex} pool drained below the trade"),
-            ),
-        )
         amount_out = (amount_in * executed_price * (1 - quote.fee)).quantize(AMOUNT_PLACES)
-        if amount_out < min_amount_out:
-            raise SlippageExceeded(str(min_amount_out), str(amount_out))
+        try:
+            self._inject(
+                self._rng(order_id, attempt, quote.dex, "execute-failure"),
+                self._failures.swap_transient,
+                self._failures.swap_permanent,
+                (
+                    VenueTimeout(f"{quote.dex} swap timed out before it was sent"),
+                    BlockhashExpired(f"{quote.dex} swap not included before its blockhash expired"),
+                    NoPool(f"{quote.dex} pool closed"),
+                    InsufficientLiquidity(f"{quote.dex} pool drained below the trade"),
+                ),
+            )
+            if amount_out < min_amount_out:
+                raise SlippageExceeded(str(min_amount_out), str(amount_out))
+        except DexError:
+            landed = await self.ledger_entry(key)  # an earlier submission of this order landed: its result
+            if landed is not None:
+                return landed
+            raise
         tx_hash = b58encode(bytes(rng.getrandbits(8) for _ in range(64)))
-        landed = await self._pool.fetchrow(
-            "INSERT INTO mock_dex_swaps"
-            " (idempotency_key, order_id, dex, amount_in, amount_out, executed_price, tx_hash)"
-            " SELECT $1, $2, $3, $4, $5, $6, $7"
-            " WHERE $8::timestamptz IS NULL OR clock_timestamp() <= $8::timestamptz"
-            " ON CONFLICT (idempotency_key) DO NOTHING RETURNING dex, tx_hash, executed_price, amount_out",
-            key,
-            order_id,
-            quote.dex.value,
-            amount_in,
-            amount_out,
-            executed_price,
-            tx_hash,
-            valid_until,
+        entry = LedgerEntry(
+            key, order_id, quote.dex, amount_in, amount_out, executed_price, tx_hash, valid_until
         )
+        inserted = await (self._ledger.submit(entry) if self._ledger else self._insert(entry))
         # Not inserted: past valid_until, or another submission of this order landed first (its result).
-        settled = _swap_result(landed) if landed is not None else await self.ledger_entry(key)
+        settled = inserted or await self.ledger_entry(key)
         if settled is None:
             raise BlockhashExpired(f"{quote.dex} swap not included before {valid_until}")
         return settled
@@ -326,6 +326,59 @@ class MockDex:
             key,
         )
         return _swap_result(row) if row is not None else None
+
+    async def _insert(self, entry: LedgerEntry) -> SwapResult | None:
+        async with self._pool.acquire() as conn:
+            return (await insert_swaps(conn, [entry])).results[0]
+
+    async def close(self) -> None:
+        if self._ledger is not None:
+            await self._ledger.stop()
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """A swap the venue lands, if `valid_until` has not passed and the key has no swap yet."""
+
+    key: str
+    order_id: UUID
+    dex: Dex
+    amount_in: Decimal
+    amount_out: Decimal
+    executed_price: Decimal
+    tx_hash: str
+    valid_until: datetime | None
+
+
+INSERT_SWAPS = """
+INSERT INTO mock_dex_swaps (idempotency_key, order_id, dex, amount_in, amount_out, executed_price, tx_hash)
+SELECT n.key, n.order_id, n.dex, n.amount_in, n.amount_out, n.price, n.tx
+FROM unnest($1::text[], $2::uuid[], $3::text[], $4::numeric[], $5::numeric[], $6::numeric[], $7::text[],
+            $8::timestamptz[]) AS n(key, order_id, dex, amount_in, amount_out, price, tx, valid_until)
+WHERE n.valid_until IS NULL OR clock_timestamp() <= n.valid_until
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING idempotency_key, dex, tx_hash, executed_price, amount_out
+"""
+
+
+async def insert_swaps(
+    conn: asyncpg.Connection, entries: Sequence[LedgerEntry]
+) -> Flushed[SwapResult | None]:
+    """The ledger's inserts of many concurrent swaps in one statement (the venue's check of `valid_until`
+    runs per row, when the statement does)."""
+    records = await conn.fetch(
+        INSERT_SWAPS,
+        [e.key for e in entries],
+        [e.order_id for e in entries],
+        [e.dex.value for e in entries],
+        [e.amount_in for e in entries],
+        [e.amount_out for e in entries],
+        [e.executed_price for e in entries],
+        [e.tx_hash for e in entries],
+        [e.valid_until for e in entries],
+    )
+    landed = {r["idempotency_key"]: _swap_result(r) for r in records}
+    return Flushed([landed.get(e.key) for e in entries], [])
 
 
 def _swap_result(row: asyncpg.Record) -> SwapResult:

@@ -218,6 +218,7 @@ class StageApp(faust.App, Generic[ServiceT]):
             order_steps(self._stage_pool, self._stage_producer, settings)
         )
         dex = MockDex.from_settings(self._stage_pool, settings)
+        self._stage_resources.push_async_callback(dex.close)
         self._stage_service = self._stage_build(
             StageContext(settings, self._stage_pool, steps, dex, self.stage_tasks)
         )

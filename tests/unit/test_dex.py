@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -145,20 +146,33 @@ async def test_injected_failures_are_off_by_default_and_follow_their_rate() -> N
 
 
 class FakeLedger:
-    """The venue's ledger table, in memory (asyncpg's fetchrow, just what MockDex uses: its SELECT and its
-    INSERT ... RETURNING)."""
+    """The venue's ledger table, in memory: what MockDex asks of its pool (a SELECT by key, and its batched
+    INSERT ... ON CONFLICT DO NOTHING RETURNING, given as column arrays)."""
 
     def __init__(self) -> None:
         self.rows: dict[str, dict[str, Any]] = {}
 
-    async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
-        if sql.startswith("SELECT"):
-            return self.rows.get(args[0])
-        key, _order, dex_, _amount_in, amount_out, price, tx_hash, valid_until = args
-        if key in self.rows or valid_until is not None:
-            return None  # ON CONFLICT DO NOTHING, or (here) a window the fake does not model
-        self.rows[key] = {"dex": dex_, "tx_hash": tx_hash, "executed_price": price, "amount_out": amount_out}
-        return self.rows[key]
+    def acquire(self) -> contextlib.AbstractAsyncContextManager[FakeLedger]:
+        return contextlib.nullcontext(self)
+
+    async def fetchrow(self, sql: str, key: str) -> dict[str, Any] | None:
+        return self.rows.get(key)
+
+    async def fetch(self, sql: str, *columns: list[Any]) -> list[dict[str, Any]]:
+        landed = []
+        for key, _order, dex_, _amount_in, amount_out, price, tx_hash, valid_until in zip(
+            *columns, strict=True
+        ):
+            if key in self.rows or valid_until is not None:  # the fake does not model the window
+                continue
+            self.rows[key] = {
+                "dex": dex_,
+                "tx_hash": tx_hash,
+                "executed_price": price,
+                "amount_out": amount_out,
+            }
+            landed.append({"idempotency_key": key, **self.rows[key]})
+        return landed
 
 
 async def test_a_swap_is_signed_like_solana_and_happens_once_per_order() -> None:
