@@ -309,7 +309,7 @@ class MockDex:
             if landed is not None:
                 return landed
             raise
-        tx_hash = b58encode(bytes(rng.getrandbits(8) for _ in range(64)))
+        tx_hash = b58encode(rng.randbytes(64))  # one draw (one urandom call unseeded), not 64
         entry = LedgerEntry(
             key, order_id, quote.dex, amount_in, amount_out, executed_price, tx_hash, valid_until
         )
