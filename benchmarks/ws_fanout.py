@@ -183,7 +183,6 @@ async def fanout(clients: int, processes: int = 4, limit_s: float = 900) -> dict
         MOCK_EXECUTION_LATENCY_MAX_MS="5",
         ORDER_DEADLINE_MS="3600000",  # placing and connecting 10,000 takes minutes: no order may expire
         WS_MAX_CONNECTIONS=str(clients + 100),
-        QUEUE_MAX_LAG=str(clients * 2),  # the router is stopped while the orders are placed
         TOPIC_PARTITIONS="6",
     )
     try:

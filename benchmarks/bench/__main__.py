@@ -40,11 +40,12 @@ def load_scenarios(args: argparse.Namespace) -> dict[str, LoadScenario]:
     orders_c = args.orders or (200 if quick else 10_000)
     swap_c = (5000, 6000) if quick else (30_000, 40_000)
     deadline_c = 60_000 if quick else 180_000
+    scaled = {"REPLICAS": str(args.replicas)} if args.replicas > 1 else {}
     return {
         "a": LoadScenario(
             "a",
             f"overload at defaults: {rate_a:g}/s for {duration_ab:g} s",
-            {"QUEUE_CONCURRENCY": "10"},
+            {"QUEUE_CONCURRENCY": "10", **scaled},
             rate_a,
             round(rate_a * duration_ab),
             drain_s=45.0,
@@ -52,7 +53,7 @@ def load_scenarios(args: argparse.Namespace) -> dict[str, LoadScenario]:
         "b": LoadScenario(
             "b",
             f"sustained throughput, high QUEUE_CONCURRENCY: {rate_b:g}/s for {duration_ab:g} s",
-            {"QUEUE_CONCURRENCY": "5000", "ROUTER_CONCURRENCY": "1000"},
+            {"QUEUE_CONCURRENCY": "5000", "ROUTER_CONCURRENCY": "1000", **scaled},
             rate_b,
             round(rate_b * duration_ab),
             drain_s=45.0,
@@ -68,6 +69,9 @@ def load_scenarios(args: argparse.Namespace) -> dict[str, LoadScenario]:
                 "MOCK_EXECUTION_LATENCY_MAX_MS": str(swap_c[1]),
                 "SWAP_WINDOW_MS": str(swap_c[1] + 5000),
                 "ORDER_DEADLINE_MS": str(deadline_c),
+                # A third of the deadline may go to waiting, as at the defaults (10 s of 30 s).
+                "ADMISSION_MAX_WAIT_MS": str(deadline_c // 3),
+                **scaled,
             },
             rate_c,
             orders_c,
@@ -207,6 +211,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds of load in (a) and (b) (default 60; quick 5)")
     parser.add_argument("--orders", type=int, help="(c) orders to put in flight (default 10,000; quick 200)")
     parser.add_argument("--clients", type=int, help="(d) WebSocket clients (default 10,000; quick 500)")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="ingress, router and executor processes each (a, b, c)"
+    )
     parser.add_argument("--workers", type=int, default=2, help="load generator processes")
     parser.add_argument("--connections", type=int, default=512, help="most requests in flight per worker")
     parser.add_argument("--selfcheck-rate", type=float, help="offered to the trivial endpoint (4,000/s)")

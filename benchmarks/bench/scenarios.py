@@ -32,6 +32,7 @@ PROFILE = {
     "MOCK_EXECUTION_LATENCY_MIN_MS": "2000",
     "MOCK_EXECUTION_LATENCY_MAX_MS": "3000",
     "TOPIC_PARTITIONS": "6",
+    "ADMISSION_MAX_WAIT_MS": "10000",  # the production default (the test stacks raise it)
 }
 
 
