@@ -296,7 +296,7 @@ class StageApp(faust.App, Generic[ServiceT]):
         (faust commits only what its agents have finished)."""
         consumer = self.consumer
         committed: dict[Any, int | None] = getattr(consumer, "_committed_offset", {})
-        total = 0
+        by_topic: dict[str, int] = {}
         for tp in consumer.assignment():
             try:
                 highwater = consumer.highwater(tp)
@@ -304,10 +304,10 @@ class StageApp(faust.App, Generic[ServiceT]):
                 continue
             # nothing committed yet: with auto.offset.reset=earliest, everything on the partition is due
             done = committed.get(tp) or 0
-            lag = max(0, (highwater or 0) - done)
-            CONSUMER_LAG.labels(tp.topic, self.conf.id).set(lag)
-            total += lag
-        return total
+            by_topic[tp.topic] = by_topic.get(tp.topic, 0) + max(0, (highwater or 0) - done)
+        for topic, lag in by_topic.items():
+            CONSUMER_LAG.labels(topic, self.conf.id).set(lag)
+        return sum(by_topic.values())
 
     async def _watchdog(self) -> None:
         stall_s = self._stage_settings.watchdog_stall_ms / 1000
