@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from fastapi import Depends, FastAPI, Request
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.responses import Response
 
 from ingress import service
@@ -34,6 +34,8 @@ from shared.http import (
     json_response,
 )
 from shared.kafka import new_producer
+
+REDIS_CONNECTIONS = 64  # per ingress process: each command holds one for a round trip
 
 IDEMPOTENCY_KEY = r"^[\x20-\x7e]{1,255}$"
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY)
@@ -92,8 +94,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await migrate(settings.database_url)
             pool = await create_pool(settings.database_url, max_size=20)
             resources.push_async_callback(pool.close)
-            redis = Redis.from_url(
-                settings.redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            # A bounded pool that makes a request wait (up to DEPENDENCY_TIMEOUT_MS) for a free connection:
+            # redis-py's default pool refuses past 100 connections, which a burst of POSTs reaches.
+            redis = Redis.from_pool(
+                BlockingConnectionPool.from_url(
+                    settings.redis_url,
+                    max_connections=REDIS_CONNECTIONS,
+                    timeout=timeout_s,
+                    socket_timeout=timeout_s,
+                    socket_connect_timeout=timeout_s,
+                )
             )
             resources.push_async_callback(redis.aclose)
             producer = new_producer(settings)
