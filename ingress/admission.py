@@ -16,6 +16,9 @@ catches a burst before it queues; the oldest waiting order catches what slot ari
 not the slots, being the limit). Either over ADMISSION_MAX_WAIT_MS refuses. Orders admitted by this process
 since the last sample count as waiting too.
 
+Ingress itself can be the slowest stage: a process with ADMISSION_MAX_IN_FLIGHT POSTs in progress refuses
+the next at once.
+
 Publishing more than OUTBOX_RELAY_GRACE_MS + DEPENDENCY_TIMEOUT_MS behind (Kafka unreachable), or no sample
 for as long (Postgres unreachable), answers 503 `service_unavailable`: accepted orders would not move.
 """
@@ -26,6 +29,7 @@ import asyncio
 import contextlib
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -108,6 +112,8 @@ class Admission:
             "router": Stage("router", settings.router_concurrency, settings.quote_timeout_ms / 1000, 0.0),
             "executor": Stage("executor", settings.queue_concurrency, settings.swap_window_ms / 1000, 0.0),
         }
+        self._max_in_flight = settings.admission_max_in_flight
+        self._in_flight = 0
         self._sample: Sample | None = None
         self._error = "not sampled yet"
         self._admitted_since = 0
@@ -124,6 +130,19 @@ class Admission:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    @contextlib.contextmanager
+    def in_progress(self) -> Iterator[None]:
+        """One POST being handled by this process. Past ADMISSION_MAX_IN_FLIGHT a new one is refused at once
+        (429, before any Redis or Postgres call): when ingress itself is the slowest stage, its queue stays
+        short and the refusal fast."""
+        if self._in_flight >= self._max_in_flight:
+            raise QueueFull(f"this ingress has {self._in_flight} orders in progress", retry_after=1)
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
 
     def check(self) -> None:
         """Raise ServiceUnavailable if the pipeline cannot be measured or is not publishing, QueueFull if a

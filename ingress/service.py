@@ -88,32 +88,33 @@ async def place_order(
     """Record the order as pending (seq 1) with its two messages in the outbox, in one statement shared with
     the other orders arriving meanwhile, and answer only after the commit. With an Idempotency-Key, a repeat
     gets the first answer instead."""
-    claim: Claim | None = None
-    if idempotency_key is not None:
-        claim = Claim(uuid.uuid4(), request.fingerprint())
-        held = await intake.idempotency.claim(client, idempotency_key, claim)
-        if held is not None:
-            return await _replay(intake.pool, held, claim, request)
-    order_id = claim.order_id if claim is not None else uuid.uuid4()
-    try:
-        intake.admission.check()
-        await _record(intake, request, order_id, correlation_id)
-    except Exception:
-        if claim is not None and idempotency_key is not None:
-            await intake.idempotency.release(client, idempotency_key, claim)
-        raise
-    body = OrderAccepted(
-        order_id=order_id, status=OrderStatus.PENDING, client_order_id=request.client_order_id
-    )
-    if claim is not None and idempotency_key is not None:
-        await intake.idempotency.record(
-            client, idempotency_key, replace(claim, status=202, body=body.to_dict())
+    with intake.admission.in_progress():  # past ADMISSION_MAX_IN_FLIGHT: 429 at once, before any I/O
+        claim: Claim | None = None
+        if idempotency_key is not None:
+            claim = Claim(uuid.uuid4(), request.fingerprint())
+            held = await intake.idempotency.claim(client, idempotency_key, claim)
+            if held is not None:
+                return await _replay(intake.pool, held, claim, request)
+        order_id = claim.order_id if claim is not None else uuid.uuid4()
+        try:
+            intake.admission.check()
+            await _record(intake, request, order_id, correlation_id)
+        except Exception:
+            if claim is not None and idempotency_key is not None:
+                await intake.idempotency.release(client, idempotency_key, claim)
+            raise
+        body = OrderAccepted(
+            order_id=order_id, status=OrderStatus.PENDING, client_order_id=request.client_order_id
         )
-    ORDERS_ACCEPTED.inc()
-    logger.info(
-        "order.accepted", orderId=str(order_id), token_in=request.token_in, token_out=request.token_out
-    )
-    return Accepted(body)
+        if claim is not None and idempotency_key is not None:
+            await intake.idempotency.record(
+                client, idempotency_key, replace(claim, status=202, body=body.to_dict())
+            )
+        ORDERS_ACCEPTED.inc()
+        logger.info(
+            "order.accepted", orderId=str(order_id), token_in=request.token_in, token_out=request.token_out
+        )
+        return Accepted(body)
 
 
 async def _record(intake: Intake, request: PlaceOrder, order_id: UUID, correlation_id: str | None) -> None:

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
         ge=0,
         description="Longest an accepted order may be expected to wait for a stage; past it POST is 429.",
     )
+    admission_max_in_flight: int = Field(
+        128, ge=1, description="POSTs one ingress process handles at once; past it POST is 429 at once."
+    )
     admission_sample_interval_ms: int = Field(
         250, ge=10, description="How often ingress samples the open orders and the stages' capacity."
     )

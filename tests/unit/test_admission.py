@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ingress.admission import Sample, Stage
+from ingress.admission import Admission, Sample, Stage
+from shared.config import Settings
+from shared.errors import QueueFull
 
 EXECUTOR = Stage("executor", slots=10, service_s=2.5, measured_rate=0.0)  # 4 swaps a second
 ROUTER = Stage("router", slots=100, service_s=0.2, measured_rate=0.0)  # 500 quotes a second
@@ -51,3 +53,13 @@ def test_the_slowest_stage_dominates_the_expected_wait() -> None:
 def test_orders_admitted_since_the_sample_count_as_waiting() -> None:
     assert sample(open_=10).expected_wait_s(0) == 0.0
     assert sample(open_=10).expected_wait_s(8) == pytest.approx(8 / 4)
+
+
+def test_an_ingress_with_its_limit_of_posts_in_progress_refuses_the_next_at_once() -> None:
+    admission = Admission(Settings(admission_max_in_flight=2), pool=None)
+    with admission.in_progress(), admission.in_progress():
+        with pytest.raises(QueueFull) as refused, admission.in_progress():
+            pass
+        assert refused.value.retry_after == 1
+    with admission.in_progress():  # the two finished: room again
+        pass
