@@ -30,7 +30,7 @@ import asyncpg
 import orjson
 from fastapi import FastAPI, Request, WebSocket
 from starlette.responses import Response
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from notifier import repository
 from notifier.limits import ConnectionLimits, Refusal
@@ -90,7 +90,14 @@ class OrderStream:
         self.last_heard = self.loop.time()  # loop time of the client's last message
         self.hold_floor: int | None = None
 
+    @property
+    def open(self) -> bool:
+        """False once this side has sent its close (a ping due in the same loop turn must not follow it)."""
+        return self.ws.application_state is WebSocketState.CONNECTED
+
     async def send(self, message: dict[str, Any]) -> None:
+        if not self.open:
+            return
         try:
             async with asyncio.timeout(self.settings.ws_send_timeout_ms / 1000):
                 await self.ws.send_text(orjson.dumps(message).decode())
@@ -228,6 +235,8 @@ class OrderStream:
             await asyncio.sleep(max(0.0, next_ping - self.loop.time()))
             sent = self.loop.time()
             next_ping = sent + interval
+            if not self.open:  # the stream has ended: nothing to ping, and no timeout to report
+                await asyncio.Event().wait()
             if self.link is not None:
                 self.link.ping()
             await self.send({"type": "ping"})
