@@ -31,9 +31,10 @@ from websockets.uri import parse_uri
 
 from shared.db import create_pool
 from shared.events import OrderStatus, StatusEvent, utcnow
-from shared.kafka import Publisher, new_producer
+from shared.kafka import new_producer
 from shared.orders import OrderSteps, order_steps
 from shared.topics import ORDER_STATUS
+from tests.fixtures.orders import Publisher
 from tests.fixtures.stack import Process, Stack, free_port, wait_for
 
 pytestmark = pytest.mark.integration

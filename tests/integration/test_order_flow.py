@@ -14,9 +14,9 @@ from websockets.exceptions import ConnectionClosed
 
 from shared import db
 from shared.events import OrderPlaced, OrderStatus
-from shared.kafka import Publisher, new_producer
+from shared.kafka import new_producer
 from shared.topics import ORDERS
-from tests.fixtures.orders import order_body
+from tests.fixtures.orders import Publisher, order_body
 from tests.fixtures.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
