@@ -77,7 +77,7 @@ class ExecutorService:
         swap's intent (submitted) is committed, so Kafka's offset passes only orders that Postgres shows
         submitted (or finished)."""
         orders = await self._steps.load_many([job.order_id for job in jobs])
-        recorded: list[asyncio.Future[None]] = []
+        recorded: list[asyncio.Future[object]] = []
         for job in jobs:
             with job_context(job.order_id, job.correlation_id, job.job_id):
                 order = orders.get(job.order_id)
@@ -88,7 +88,7 @@ class ExecutorService:
                     # order's swap is either running or will be settled by the sweep: never a second driver.
                     continue
                 elif self._steps.overdue(order):
-                    recorded.append(asyncio.ensure_future(self._time_out(order)))
+                    recorded.append(asyncio.ensure_future(self._steps.time_out(order)))
                 else:
                     done = asyncio.get_running_loop().create_future()
                     await self._tasks.spawn(self._submit_and_swap(order, done))  # waits for a free slot
@@ -96,9 +96,6 @@ class ExecutorService:
         for outcome in await asyncio.gather(*recorded, return_exceptions=True):
             if isinstance(outcome, Exception):  # the order stays in building: the sweep re-drives it
                 logger.error("order.submit_failed", error=repr(outcome))
-
-    async def _time_out(self, order: OrderRecord) -> None:
-        await self._steps.time_out(order)
 
     async def _submit_and_swap(self, order: OrderRecord, recorded: asyncio.Future[None]) -> None:
         QUEUE_WAIT_SECONDS.labels("execution").observe((utcnow() - order.updated_at).total_seconds())

@@ -70,7 +70,7 @@ class RouterService:
         committed and its quoting holds a slot of the task pool (so Kafka's offset passes only orders that
         Postgres shows in progress); the quotes and the handover to the executor run on the pool."""
         orders = await self._steps.load_many([job.order_id for job in jobs])
-        started: list[asyncio.Task[None]] = []
+        started: list[asyncio.Task[object]] = []
         handovers: list[Message] = []
         for job in jobs:
             with job_context(job.order_id, job.correlation_id, job.job_id):
@@ -78,7 +78,7 @@ class RouterService:
                 if order is None:
                     logger.warning("order.unknown", orderId=str(job.order_id))
                 elif order.status in OPEN_BEFORE_SUBMISSION and self._steps.overdue(order):
-                    started.append(asyncio.create_task(self._time_out(order)))
+                    started.append(asyncio.create_task(self._steps.time_out(order)))
                 elif order.status is S.PENDING:
                     due = order.latest_event().next_retry_at
                     if due is not None and due > utcnow():
@@ -94,9 +94,6 @@ class RouterService:
             if isinstance(outcome, Exception):  # the order stays where it was: the sweep re-drives it
                 logger.error("order.route_failed", error=repr(outcome))
         await self._steps.outbox.write(handovers)
-
-    async def _time_out(self, order: OrderRecord) -> None:
-        await self._steps.time_out(order)
 
     async def _start(self, order: OrderRecord) -> None:
         if order.attempt <= 1:

@@ -79,9 +79,6 @@ class GroupCommit(Generic[ItemT, ResultT]):
         self._wake.set()
         return await future
 
-    async def submit_many(self, items: Sequence[ItemT]) -> list[ResultT]:
-        return list(await asyncio.gather(*(self.submit(item) for item in items)))
-
     async def _run(self) -> None:
         while True:
             await self._wake.wait()

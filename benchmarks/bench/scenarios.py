@@ -19,7 +19,7 @@ import orjson
 from benchmarks.bench import stats
 from benchmarks.bench.loadgen import Followed, Load, LoadPlan, Sent
 from benchmarks.bench.observe import Group, GroupLag, Watch, find, with_children
-from tests.fixtures.orders import fetch, order_body
+from tests.fixtures.orders import fetch, open_orders, order_body
 from tests.fixtures.stack import Stack, create_stack, destroy_stack
 
 ORDER = orjson.dumps(order_body())
@@ -89,13 +89,6 @@ def stage_metrics(stack: Stack) -> dict[str, str]:
         "router": f"http://127.0.0.1:{s.router_metrics_port}/metrics",
         "executor": f"http://127.0.0.1:{s.executor_metrics_port}/metrics",
     }
-
-
-async def open_orders(stack: Stack) -> int:
-    rows = await fetch(
-        stack.settings, "SELECT count(*) AS n FROM orders WHERE status NOT IN ('confirmed', 'failed')"
-    )
-    return int(rows[0]["n"])
 
 
 async def drain(stack: Stack, limit_s: float) -> tuple[float, int]:

@@ -17,6 +17,7 @@ from tests.fixtures.orders import (
     TERMINAL,
     client_ip,
     fetch,
+    open_orders,
     order_body,
     order_status,
     topic_messages,
@@ -65,13 +66,6 @@ async def post(stack: Stack, key: str | None = None) -> httpx.Response:
         headers["Idempotency-Key"] = key
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
         return await client.post(EXECUTE, json=order_body(), headers=headers)
-
-
-async def open_orders(stack: Stack) -> int:
-    rows = await fetch(
-        stack.settings, "SELECT count(*) AS n FROM orders WHERE status NOT IN ('confirmed', 'failed')"
-    )
-    return int(rows[0]["n"])
 
 
 async def test_redis_down_refuses_idempotent_requests_with_503(faults: Faults) -> None:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from tests.fixtures.orders import client_ip, fetch, order_body
+from tests.fixtures.orders import client_ip, fetch, open_orders, order_body
 from tests.fixtures.stack import Stack, create_stack, destroy_stack, free_port, wait_for
 
 pytestmark = [pytest.mark.integration]
@@ -126,13 +126,6 @@ async def test_orders_the_pipeline_could_not_start_in_time_get_429_queue_full_un
         )
         assert retried.status_code == 202 and "idempotent-replayed" not in retried.headers
     await finish_open_orders(limited)
-
-
-async def open_orders(stack: Stack) -> int:
-    rows = await fetch(
-        stack.settings, "SELECT count(*) AS n FROM orders WHERE status NOT IN ('confirmed', 'failed')"
-    )
-    return int(rows[0]["n"])
 
 
 async def finish_open_orders(stack: Stack) -> None:

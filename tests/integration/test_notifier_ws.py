@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import socket
 import time
 import uuid
@@ -19,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
@@ -34,7 +32,7 @@ from shared.events import OrderStatus, StatusEvent, utcnow
 from shared.kafka import new_producer
 from shared.orders import OrderSteps, order_steps
 from shared.topics import ORDER_STATUS
-from tests.fixtures.orders import Publisher
+from tests.fixtures.orders import Publisher, metric_value
 from tests.fixtures.stack import Process, Stack, free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -125,10 +123,7 @@ class Notifier:
         return self.proc.log_path.read_text(errors="replace") if self.proc.log_path.exists() else ""
 
     async def metric(self, name: str) -> float:
-        async with httpx.AsyncClient(timeout=5) as client:
-            text = (await client.get(f"http://127.0.0.1:{self.port}/metrics")).text
-        match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-        return float(match.group(1)) if match else 0.0
+        return await metric_value(self.port, name)
 
 
 @dataclass

@@ -3,13 +3,12 @@ partitions through their consumer groups. Every order confirms once, and both in
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
 
 from tests.fixtures.execution import ledger, place_many, wait_terminal
+from tests.fixtures.orders import metric_value
 from tests.fixtures.stack import Stack, create_stack, destroy_stack
 
 pytestmark = [pytest.mark.integration]
@@ -24,13 +23,6 @@ async def doubled(infrastructure: object) -> AsyncIterator[Stack]:
         await destroy_stack(stack)
 
 
-async def accepted_by(port: int) -> float:
-    async with httpx.AsyncClient(timeout=5) as client:
-        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-    found = re.search(r"^orders_accepted_total (\S+)$", text, re.M)
-    return float(found.group(1)) if found else 0.0
-
-
 async def test_two_of_each_stage_confirm_every_order_once_and_share_the_intake(doubled: Stack) -> None:
     assert {"ingress-2", "router-2", "executor-2"} <= set(doubled.processes)
     ids = await place_many(doubled, 60, parallel=20)
@@ -38,7 +30,6 @@ async def test_two_of_each_stage_confirm_every_order_once_and_share_the_intake(d
     assert {r["status"] for r in rows.values()} == {"confirmed"}
     swaps = await ledger(doubled, ids)
     assert sorted(len(swaps.get(i, [])) for i in ids) == [1] * len(ids)
-    shares = [
-        await accepted_by(p) for p in (doubled.settings.ingress_port, *doubled.settings.ingress_replica_ports)
-    ]
+    ports = (doubled.settings.ingress_port, *doubled.settings.ingress_replica_ports)
+    shares = [await metric_value(p, "orders_accepted_total") for p in ports]
     assert sum(shares) == 60 and min(shares) > 0, shares
