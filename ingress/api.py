@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await producer.start()
             resources.push_async_callback(producer.stop)
             app.state.intake = await resources.enter_async_context(
-                service.open_intake(settings, pool, redis, producer)
+                service.open_intake(settings, pool, producer)
             )
             app.state.pool, app.state.redis, app.state.producer = pool, redis, producer
             app.state.trusted_proxies = settings.trusted_proxy_networks
@@ -203,7 +203,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get(
         "/ready",
         response_model=Readiness,
-        responses={503: {"model": Readiness, "description": "an engine is down"}, **error_responses(431)},
+        responses={
+            503: {"model": Readiness, "description": "an engine orders need is down"},
+            **error_responses(431),
+        },
     )
     async def ready(request: Request) -> Response:
         state = request.app.state
@@ -219,7 +222,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             name: "ok" if not isinstance(r, BaseException) else "down"
             for name, r in zip(checks, results, strict=True)
         }
-        ok = all(v == "ok" for v in status.values())
-        return json_response({"status": "ready" if ok else "not_ready", "checks": status}, 200 if ok else 503)
+        optional = {"redis"} if state.limiter.fail_open else set()
+        if all(v == "ok" for v in status.values()):
+            return json_response({"status": "ready", "checks": status})
+        if all(v == "ok" for name, v in status.items() if name not in optional):
+            return json_response({"status": "degraded", "checks": status})
+        return json_response({"status": "not_ready", "checks": status}, 503)
 
     return app

@@ -75,7 +75,7 @@ class RateLimiter:
         self._redis = redis
         self._limit = limit_per_minute
         self._prefix = f"{key_prefix}rate:"
-        self._fail_open = fail_open
+        self.fail_open = fail_open
         self._script = redis.register_script(TOKEN_BUCKET)
 
     @property
@@ -95,7 +95,7 @@ class RateLimiter:
                 keys=[self.bucket_key(client)], args=[self._limit, self._limit / (WINDOW_S * 1000)]
             )
         except (RedisError, OSError, TimeoutError) as exc:
-            if self._fail_open:
+            if self.fail_open:
                 logger.warning("ratelimit.redis_unavailable_fail_open", error=repr(exc))
                 return None
             raise ServiceUnavailable("the rate limiter is unavailable") from exc

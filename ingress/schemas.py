@@ -270,7 +270,8 @@ class OrderView(Wire):
 
 
 class Readiness(BaseModel):
-    """GET /ready: each engine's state; 503 when any is down."""
+    """GET /ready: each engine's state; 503 when one the ingress cannot take orders without is down.
+    "degraded": Redis is down and the rate limit fails open (RATE_LIMIT_FAIL_OPEN), so orders are taken."""
 
-    status: Literal["ready", "not_ready"]
+    status: Literal["ready", "degraded", "not_ready"]
     checks: dict[str, Literal["ok", "down"]]

@@ -3,20 +3,21 @@ outbox), look one up."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from redis.asyncio import Redis
 
 from ingress import repository
 from ingress.admission import Admission
-from ingress.idempotency import Claim, IdempotencyStore
-from ingress.repository import NewOrder
+from ingress.repository import KeyClaim, KeyHolder, NewOrder, Placement
 from ingress.schemas import OrderAccepted, PlaceOrder
 from shared.batching import GroupCommit
 from shared.config import Settings
@@ -30,44 +31,57 @@ from shared.outbox import Outbox
 
 logger = get_logger(__name__)
 
+KEY_PRUNE_INTERVAL_S = 60.0
+
 
 @dataclass(frozen=True)
 class Intake:
     """What accepting an order needs; built once in the app's lifespan."""
 
     pool: asyncpg.Pool
-    writer: GroupCommit[NewOrder, None]
-    idempotency: IdempotencyStore
+    writer: GroupCommit[NewOrder, Placement]
     admission: Admission
     max_attempts: int
 
 
 @asynccontextmanager
 async def open_intake(
-    settings: Settings, pool: asyncpg.Pool, redis: Redis, producer: AIOKafkaProducer
+    settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> AsyncIterator[Intake]:
-    """Admission sampling, the outbox and the group-committed order writer, running; stopped on exit."""
+    """Admission sampling, the outbox, the group-committed order writer and the pruning of expired
+    Idempotency-Keys, running; stopped on exit."""
     async with AsyncExitStack() as running:
         outbox = Outbox(pool, producer, settings)
         outbox.start()
         running.push_async_callback(outbox.stop)
-        writer: GroupCommit[NewOrder, None] = GroupCommit(
-            pool, outbox, repository.insert_orders, name="orders"
+        writer: GroupCommit[NewOrder, Placement] = GroupCommit(
+            pool,
+            outbox,
+            functools.partial(repository.insert_orders, key_ttl_s=settings.idempotency_ttl_s),
+            name="orders",
         )
         writer.start()
         running.push_async_callback(writer.stop)
         admission = Admission(settings, pool)
         await admission.start()
         running.push_async_callback(admission.stop)
-        yield Intake(
-            pool=pool,
-            writer=writer,
-            idempotency=IdempotencyStore(
-                redis, key_prefix=settings.redis_key_prefix, ttl_s=settings.idempotency_ttl_s
-            ),
-            admission=admission,
-            max_attempts=settings.max_retries,
+        pruning = asyncio.create_task(
+            _prune_keys_forever(pool, settings.idempotency_ttl_s), name="key-pruning"
         )
+        running.callback(pruning.cancel)
+        yield Intake(pool=pool, writer=writer, admission=admission, max_attempts=settings.max_retries)
+
+
+async def _prune_keys_forever(pool: asyncpg.Pool, key_ttl_s: int) -> None:
+    """Expired keys would only be taken over in place; pruning (a bounded batch a minute, plenty for keys that
+    arrive at a few thousand a second) keeps the table the size of the TTL's traffic. Any ingress process
+    may prune: the deletes do not conflict."""
+    while True:
+        await asyncio.sleep(KEY_PRUNE_INTERVAL_S)
+        try:
+            await repository.prune_keys(pool, key_ttl_s=key_ttl_s)
+        except (*UNREACHABLE, asyncpg.PostgresError) as exc:
+            logger.warning("idempotency.prune_failed", error=repr(exc))
 
 
 @dataclass(frozen=True)
@@ -86,38 +100,36 @@ async def place_order(
     correlation_id: str | None,
 ) -> Accepted:
     """Record the order as pending (seq 1) with its two messages in the outbox, in one statement shared with
-    the other orders arriving meanwhile, and answer only after the commit. With an Idempotency-Key, a repeat
-    gets the first answer instead."""
+    the other orders arriving meanwhile, and answer only after the commit.
+
+    With an Idempotency-Key, the key is written in that same statement, so it exists exactly when its order
+    does: a repeat (same client, key and body) gets the first answer instead, and a request whose answer was
+    lost (even in an ambiguous COMMIT) can always be retried with its key."""
     with intake.admission.in_progress():  # past ADMISSION_MAX_IN_FLIGHT: 429 at once, before any I/O
-        claim: Claim | None = None
+        intake.admission.check()
+        key = None
         if idempotency_key is not None:
-            claim = Claim(uuid.uuid4(), request.fingerprint())
-            held = await intake.idempotency.claim(client, idempotency_key, claim)
-            if held is not None:
-                return await _replay(intake.pool, held, claim, request)
-        order_id = claim.order_id if claim is not None else uuid.uuid4()
-        try:
-            intake.admission.check()
-            await _record(intake, request, order_id, correlation_id)
-        except Exception:
-            if claim is not None and idempotency_key is not None:
-                await intake.idempotency.release(client, idempotency_key, claim)
-            raise
-        body = OrderAccepted(
-            order_id=order_id, status=OrderStatus.PENDING, client_order_id=request.client_order_id
-        )
-        if claim is not None and idempotency_key is not None:
-            await intake.idempotency.record(
-                client, idempotency_key, replace(claim, status=202, body=body.to_dict())
-            )
+            key_hash = hashlib.sha256(idempotency_key.encode()).digest()
+            key = KeyClaim(client, key_hash, request.fingerprint())
+        order_id = uuid.uuid4()
+        placement = await _record(intake, request, order_id, correlation_id, key)
+        if not placement.placed:
+            assert key is not None, "only an order with a key can be turned away"
+            return _replay(placement.holder, key)
         ORDERS_ACCEPTED.inc()
         logger.info(
             "order.accepted", orderId=str(order_id), token_in=request.token_in, token_out=request.token_out
         )
-        return Accepted(body)
+        return Accepted(
+            OrderAccepted(
+                order_id=order_id, status=OrderStatus.PENDING, client_order_id=request.client_order_id
+            )
+        )
 
 
-async def _record(intake: Intake, request: PlaceOrder, order_id: UUID, correlation_id: str | None) -> None:
+async def _record(
+    intake: Intake, request: PlaceOrder, order_id: UUID, correlation_id: str | None, key: KeyClaim | None
+) -> Placement:
     now = utcnow()
     placed = OrderPlaced(
         order_id=order_id,
@@ -137,26 +149,21 @@ async def _record(intake: Intake, request: PlaceOrder, order_id: UUID, correlati
         correlation_id=correlation_id,
     )
     try:
-        await intake.writer.submit(NewOrder(placed, pending, request.client_order_id))
+        return await intake.writer.submit(NewOrder(placed, pending, request.client_order_id, key))
     except UNREACHABLE as exc:
         raise ServiceUnavailable("the order store is unreachable") from exc
 
 
-async def _replay(pool: asyncpg.Pool, held: Claim, mine: Claim, request: PlaceOrder) -> Accepted:
-    if held.fingerprint != mine.fingerprint:
+def _replay(holder: KeyHolder | None, mine: KeyClaim) -> Accepted:
+    """The first answer again, from the order the key names (the key's body must be this one)."""
+    if holder is None:  # the key expired and changed hands between the write and the lookup
+        raise IdempotencyInProgress(retry_after=1)
+    if holder.fingerprint != mine.fingerprint:
         raise IdempotencyConflict()
-    if held.status is not None and held.body is not None:
-        return Accepted(OrderAccepted.model_validate(held.body), held.status, replayed=True)
-    try:
-        committed = await repository.order_exists(pool, held.order_id)
-    except UNREACHABLE as exc:
-        raise ServiceUnavailable("the order store is unreachable") from exc
-    if committed:  # the first request committed but its answer was never recorded (it crashed, or Redis did)
-        body = OrderAccepted(
-            order_id=held.order_id, status=OrderStatus.PENDING, client_order_id=request.client_order_id
-        )
-        return Accepted(body, replayed=True)
-    raise IdempotencyInProgress(retry_after=1)
+    body = OrderAccepted(
+        order_id=holder.order_id, status=OrderStatus.PENDING, client_order_id=holder.client_order_id
+    )
+    return Accepted(body, replayed=True)
 
 
 async def get_order(pool: asyncpg.Pool, order_id: UUID) -> OrderRecord:

@@ -1,9 +1,11 @@
-"""Idempotency-Key against the real Redis, Postgres and Kafka of the session stack: replay, conflict, in
-flight, per-client scope, and 50 concurrent requests that create exactly one order and one message."""
+"""Idempotency-Key against the real Postgres, Redis and Kafka of the session stack: replay, conflict,
+per-client scope, keys that outlive Redis and a lost answer, expiry, and 50 concurrent requests that create
+exactly one order and one message."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from typing import Any
 
@@ -11,8 +13,10 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from ingress.idempotency import Claim, IdempotencyStore
+from ingress import repository
 from ingress.schemas import PlaceOrder
+from shared.db import connect
+from shared.events import OrderPlaced, OrderStatus, StatusEvent, utcnow
 from shared.topics import ORDER_STATUS, ORDERS
 from tests.fixtures.orders import client_ip, fetch, order_body, topic_messages, wait_terminal
 from tests.fixtures.stack import Stack
@@ -66,23 +70,24 @@ async def test_keys_are_scoped_per_client(stack: Stack) -> None:
     assert one.json()["orderId"] != other.json()["orderId"]
 
 
-async def test_a_key_still_in_flight_is_a_409_with_retry_after(stack: Stack) -> None:
-    """Given a first request that claimed its key and has not committed yet (its claim is in Redis, its
-    order is not in Postgres), a second request with that key is told to come back later."""
-    key, ip = f"key-{uuid.uuid4()}", client_ip()
-    body = order_body()
-    redis = Redis.from_url(stack.settings.redis_url)
-    try:
-        store = IdempotencyStore(redis, key_prefix=stack.settings.redis_key_prefix, ttl_s=60)
-        claim = Claim(uuid.uuid4(), PlaceOrder.model_validate(body).fingerprint())
-        assert await store.claim(ip, key, claim) is None
-        async with httpx.AsyncClient(base_url=stack.base_url, timeout=15) as client:
-            response = await post(client, body, key, ip)
-    finally:
-        await redis.aclose()
-    assert response.status_code == 409
-    assert response.json()["error"] == "idempotency_in_progress"
-    assert response.json()["retryAfter"] >= 1 and int(response.headers["retry-after"]) >= 1
+async def test_a_key_outlives_redis(stack: Stack) -> None:
+    """Given a placed order whose key Redis no longer has (flushed, restarted without persistence), a
+    repeat still replays it: the key lives in Postgres with the order."""
+    key, ip, ref = f"key-{uuid.uuid4()}", client_ip(), f"redis-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=15) as client:
+        first = await post(client, order_body(clientOrderId=ref), key, ip)
+        redis = Redis.from_url(stack.settings.redis_url)
+        try:
+            ours = [k async for k in redis.scan_iter(f"{stack.settings.redis_key_prefix}*")]
+            if ours:
+                await redis.delete(*ours)
+        finally:
+            await redis.aclose()
+        again = await post(client, order_body(clientOrderId=ref), key, ip)
+    assert first.status_code == 202
+    assert again.status_code == 202 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert await orders_with_ref(stack, ref) == [first.json()["orderId"]]
 
 
 async def test_fifty_concurrent_requests_with_one_key_make_one_order_and_one_message(stack: Stack) -> None:
@@ -93,11 +98,11 @@ async def test_fifty_concurrent_requests_with_one_key_make_one_order_and_one_mes
         responses = await asyncio.gather(*(post(client, body, key, ip) for _ in range(50)))
 
     fresh = [r for r in responses if r.status_code == 202 and "idempotent-replayed" not in r.headers]
-    replayed = [r for r in responses if r.headers.get("idempotent-replayed") == "true"]
-    in_flight = [r for r in responses if r.status_code == 409]
+    replayed = [
+        r for r in responses if r.status_code == 202 and r.headers.get("idempotent-replayed") == "true"
+    ]
     assert len(fresh) == 1, [r.status_code for r in responses]
-    assert len(fresh) + len(replayed) + len(in_flight) == 50
-    assert all(r.json()["error"] == "idempotency_in_progress" for r in in_flight)
+    assert len(replayed) == 49, [r.status_code for r in responses]  # a repeat waits for the first commit
     order_id = fresh[0].json()["orderId"]
     assert all(r.json()["orderId"] == order_id for r in replayed)
 
@@ -110,24 +115,89 @@ async def test_fifty_concurrent_requests_with_one_key_make_one_order_and_one_mes
     assert len(pending) == 1
 
 
-async def test_a_claim_whose_order_committed_but_whose_answer_was_lost_replays_from_postgres(
-    stack: Stack,
-) -> None:
-    """Given a first request that committed its order and died before recording its answer in Redis, a
-    repeat finds the order in Postgres and gets the 202 the first request would have sent."""
+async def place_directly(stack: Stack, body: dict[str, Any], key: str, ip: str) -> str:
+    """Write an order with its key as a request's statement does, with no answer sent: a request that
+    committed and then lost its connection (an ambiguous COMMIT) or its process."""
+    request = PlaceOrder.model_validate(body)
+    claim = repository.KeyClaim(ip, hashlib.sha256(key.encode()).digest(), request.fingerprint())
+    order_id = uuid.uuid4()
+    placed = OrderPlaced(
+        order_id=order_id,
+        token_in=request.token_in,
+        token_out=request.token_out,
+        amount_in=request.amount_in,
+        slippage=request.slippage_fraction,
+        created_at=utcnow(),
+    )
+    pending = StatusEvent(
+        order_id=order_id, seq=1, status=OrderStatus.PENDING, at=placed.created_at, max_attempts=3
+    )
+    conn = await connect(stack.settings.database_url)
+    try:
+        flushed = await repository.insert_orders(
+            conn, [repository.NewOrder(placed, pending, request.client_order_id, claim)], key_ttl_s=300
+        )
+    finally:
+        await conn.close()
+    assert flushed.results == [repository.PLACED]
+    return str(order_id)
+
+
+async def test_a_request_whose_order_committed_but_whose_answer_was_lost_replays_it(stack: Stack) -> None:
+    """Given an order committed with its key whose client never heard back, a retry with the key gets the
+    202 the first request would have sent, and no second order."""
     key, ip, ref = f"key-{uuid.uuid4()}", client_ip(), f"lost-{uuid.uuid4().hex[:8]}"
     body = order_body(clientOrderId=ref)
+    order_id = await place_directly(stack, body, key, ip)
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=15) as client:
-        committed = await client.post(EXECUTE, json=body, headers={"X-Forwarded-For": client_ip()})
-        order_id = committed.json()["orderId"]
-        redis = Redis.from_url(stack.settings.redis_url)
-        try:
-            store = IdempotencyStore(redis, key_prefix=stack.settings.redis_key_prefix, ttl_s=60)
-            claim = Claim(uuid.UUID(order_id), PlaceOrder.model_validate(body).fingerprint())
-            assert await store.claim(ip, key, claim) is None
-        finally:
-            await redis.aclose()
         replay = await post(client, body, key, ip)
+        conflict = await post(client, order_body(clientOrderId=ref, amountIn="2"), key, ip)
     assert replay.status_code == 202 and replay.headers["idempotent-replayed"] == "true"
     assert replay.json() == {"orderId": order_id, "status": "pending", "clientOrderId": ref}
+    assert conflict.status_code == 409 and conflict.json()["error"] == "idempotency_conflict"
     assert await orders_with_ref(stack, ref) == [order_id]
+
+
+async def test_an_expired_key_places_a_new_order_and_is_pruned(stack: Stack) -> None:
+    """Given a key older than IDEMPOTENCY_TTL_S, the same key places a new order (the key moves to it), and
+    pruning removes keys that expired and only those."""
+    key, ip, ref = f"key-{uuid.uuid4()}", client_ip(), f"ttl-{uuid.uuid4().hex[:8]}"
+    body = order_body(clientOrderId=ref)
+    old = await place_directly(stack, body, key, ip)
+    kept = await place_directly(stack, body, f"key-{uuid.uuid4()}", ip)
+    ttl = stack.settings.idempotency_ttl_s
+    await fetch(
+        stack.settings,
+        "UPDATE idempotency_keys SET created_at = now() - make_interval(secs => $1) WHERE order_id = $2",
+        ttl + 1,
+        uuid.UUID(old),
+    )
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=15) as client:
+        again = await post(client, body, key, ip)
+    assert again.status_code == 202 and "idempotent-replayed" not in again.headers
+    new = again.json()["orderId"]
+    assert sorted(await orders_with_ref(stack, ref)) == sorted([old, kept, new])
+    held = await fetch(
+        stack.settings,
+        "SELECT order_id FROM idempotency_keys WHERE order_id = ANY($1::uuid[])",
+        [old, kept, new],
+    )
+    assert sorted(str(r["order_id"]) for r in held) == sorted([kept, new])
+
+    await fetch(
+        stack.settings,
+        "UPDATE idempotency_keys SET created_at = now() - make_interval(secs => $1) WHERE order_id = $2",
+        ttl + 1,
+        uuid.UUID(new),
+    )
+    conn = await connect(stack.settings.database_url)
+    try:
+        assert await repository.prune_keys(conn, key_ttl_s=ttl) >= 1
+    finally:
+        await conn.close()
+    left = await fetch(
+        stack.settings,
+        "SELECT order_id FROM idempotency_keys WHERE order_id = ANY($1::uuid[])",
+        [old, kept, new],
+    )
+    assert [str(r["order_id"]) for r in left] == [kept]
