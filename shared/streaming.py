@@ -25,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import asyncpg
@@ -152,12 +154,17 @@ class StageApp(faust.App, Generic[ServiceT]):
         expected_job_s: float,
         sweep: Callable[[ServiceT], Awaitable[None]] | None = None,
     ) -> None:
+        datadir = Path(tempfile.gettempdir()) / "order-engine-faust"
+        datadir.mkdir(exist_ok=True)
         super().__init__(
             settings.topic(f"order-engine-{stage}"),
             broker=[f"kafka://{server}" for server in settings.kafka_servers],
             autodiscover=False,
             web_enabled=False,
             store="memory://",
+            # faust makes a data directory even for in-memory tables; by default `<app id>-data` in the
+            # working directory, one per test stack. Nothing in it outlives the process.
+            datadir=str(datadir / "{conf.name}"),
             topic_partitions=settings.topic_partitions,
             topic_replication_factor=settings.topic_replication_factor,
             consumer_auto_offset_reset="earliest",
