@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make run`: infrastructure up, schema and topics in place, then every service under honcho.
-# Ctrl-C stops the services (honcho) and then the infrastructure that this run started (not what it reused).
+# `make run`: infrastructure up, schema and topics in place, then every service of the Procfile under
+# supervisord, which restarts any that exits (with backoff, saying why). Ctrl-C stops the services and then
+# the infrastructure that this run started (not what it reused).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -14,5 +15,7 @@ python -m shared.cli topics
 PROXY_CONFIG="$(python -m shared.cli proxy-config)"
 export PROXY_CONFIG
 port="$(python -c 'from shared.config import Settings; print(Settings().port)')"
+SUPERVISOR_CONFIG="$(python -m shared.cli supervisor-config)"
 echo "[run] POST and WebSocket: http://127.0.0.1:${port}/api/orders/execute  (Ctrl-C stops everything)"
-honcho start
+echo "[run] services: supervisorctl -c ${SUPERVISOR_CONFIG} status | restart NAME | tail -f NAME"
+supervisord -c "$SUPERVISOR_CONFIG"

@@ -3,6 +3,7 @@
 migrate        apply the SQL migrations to DATABASE_URL
 topics         create the topic catalogue on KAFKA_BOOTSTRAP_SERVERS
 proxy-config   render infra/nginx.conf.in for PORT / INGRESS_PORT / NOTIFIER_PORT into .local/
+supervisor-config  render the Procfile as a supervisord configuration into .local/ (what `make run` runs)
 schemas        regenerate docs/schemas/*.json (the topics' public contracts) from the models
 """
 
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
+from collections.abc import Iterable
 from pathlib import Path
 
 from shared.config import Settings
@@ -46,6 +49,72 @@ def render_proxy_config(settings: Settings, local: Path) -> Path:
     return out
 
 
+# A service that dies after running STARTSECS is restarted at once; one that dies sooner is retried after 1 s,
+# 2 s, 3 s ... (supervisord's backoff), up to START_RETRIES times in a row before it is left FATAL.
+STARTSECS = 5
+START_RETRIES = 60
+STOP_WAIT_S = 20  # past SHUTDOWN_GRACE_MS (15 s): in-flight swaps finish before a SIGKILL
+
+
+def procfile_programs(procfile: Path) -> dict[str, str]:
+    """`name: command` lines of a Procfile, in order."""
+    programs: dict[str, str] = {}
+    for line in procfile.read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if sep and name.strip() and not name.startswith("#"):
+            programs[name.strip()] = command.strip()
+    return programs
+
+
+def render_supervisor_config(procfile: Path, local: Path, only: Iterable[str] | None = None) -> Path:
+    """A supervisord configuration that runs the Procfile's programs (or `only` those) in the foreground,
+    restarts whichever exits (with backoff, logging why), and stops them all on SIGINT/SIGTERM. Each
+    program's output goes straight to the terminal; `$VARS` in commands are expanded now, from this
+    environment (supervisord does not run a shell)."""
+    run, logs = local / "run", local / "logs"
+    for folder in (run, logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    wanted = set(only) if only is not None else None
+    sections = [
+        "[supervisord]",
+        "nodaemon=true",
+        f"logfile={logs / 'supervisord.log'}",
+        f"pidfile={run / 'supervisord.pid'}",
+        f"childlogdir={logs}",
+        "",
+        "[unix_http_server]",
+        f"file={run / 'supervisor.sock'}",
+        "",
+        "[rpcinterface:supervisor]",
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+        "",
+        "[supervisorctl]",
+        f"serverurl=unix://{run / 'supervisor.sock'}",
+    ]
+    for name, command in procfile_programs(procfile).items():
+        if wanted is not None and name not in wanted:
+            continue
+        argv = [os.path.expandvars(arg) for arg in shlex.split(command)]
+        sections += [
+            "",
+            f"[program:{name}]",
+            f"command={shlex.join(argv).replace('%', '%%')}",
+            f"directory={ROOT}",
+            "autorestart=true",
+            f"startsecs={STARTSECS}",
+            f"startretries={START_RETRIES}",
+            f"stopwaitsecs={STOP_WAIT_S}",
+            "stopasgroup=true",
+            "killasgroup=true",
+            "redirect_stderr=true",
+            "stdout_logfile=/dev/stdout",
+            "stdout_logfile_maxbytes=0",
+        ]
+    out = local / "supervisord.conf"
+    out.write_text("\n".join(sections) + "\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m shared.cli")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("schemas")
     proxy = sub.add_parser("proxy-config")
     proxy.add_argument("--local", type=Path, default=ROOT / ".local")
+    supervisor = sub.add_parser("supervisor-config")
+    supervisor.add_argument("--local", type=Path, default=ROOT / ".local")
     args = parser.parse_args(argv)
     settings = Settings()
     if args.command == "migrate":
@@ -67,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
             print(path.relative_to(ROOT))
     elif args.command == "proxy-config":
         print(render_proxy_config(settings, args.local))
+    elif args.command == "supervisor-config":
+        print(render_supervisor_config(ROOT / "Procfile", args.local))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,114 @@
+"""`make run` under supervisord: a service that dies is started again and the engine goes on taking and
+finishing orders (under honcho, one exit stopped every process)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.cli import ROOT, render_supervisor_config
+from tests.fixtures.orders import client_ip, order_body, wait_terminal
+from tests.fixtures.stack import Stack, create_stack, destroy_stack, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SERVICES = ("ingress", "router", "executor", "notifier")
+
+
+class Supervised:
+    def __init__(self, stack: Stack, config: Path, popen: subprocess.Popen[bytes]) -> None:
+        self.stack, self.config, self.popen = stack, config, popen
+
+    def ctl(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return done.stdout.strip()
+
+    def pid(self, name: str) -> int:
+        out = self.ctl("pid", name)
+        return int(out) if out.isdigit() else 0
+
+
+@pytest.fixture
+async def supervised(infrastructure: object) -> AsyncIterator[Supervised]:
+    stack = await create_stack(services=())  # database, topics and proxy; the services are supervisord's
+    local = ROOT / ".local" / "test-supervisor" / stack.run_id
+    config = render_supervisor_config(ROOT / "Procfile", local, only=SERVICES)
+    env = {**stack.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{stack.env.get('PATH', '')}"}
+    log = open(local / "supervisord.out", "wb")  # noqa: SIM115 (closed below)
+    popen = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.supervisord", "-c", str(config)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield Supervised(stack, config, popen)
+    finally:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+        log.close()
+        await destroy_stack(stack)
+
+
+async def ready(stack: Stack) -> None:
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        for port in (stack.settings.ingress_port, stack.settings.notifier_port):
+
+            async def answers(port: int = port) -> bool:
+                try:
+                    return (await client.get(f"http://127.0.0.1:{port}/ready")).status_code == 200
+                except httpx.TransportError:
+                    return False
+
+            await wait_for(answers, timeout=60, interval=0.2, what=f"/ready on {port}")
+
+
+async def place(stack: Stack) -> str:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=15) as client:
+        response = await client.post(
+            "/api/orders/execute", json=order_body(), headers={"X-Forwarded-For": client_ip()}
+        )
+    assert response.status_code == 202, response.text
+    return str(response.json()["orderId"])
+
+
+@pytest.mark.parametrize("victim", ["router", "executor"])
+async def test_a_killed_service_is_restarted_and_orders_still_finish(
+    supervised: Supervised, victim: str
+) -> None:
+    stack = supervised.stack
+    await ready(stack)
+    assert await wait_terminal(stack, await place(stack)) == "confirmed"
+    before = {name: supervised.pid(name) for name in SERVICES}
+    assert all(before.values()), before
+
+    os.kill(before[victim], signal.SIGKILL)
+
+    async def restarted() -> int | None:
+        pid = supervised.pid(victim)
+        return pid if pid not in (0, before[victim]) else None
+
+    await wait_for(restarted, timeout=30, interval=0.2, what=f"{victim} restarted")
+    # The others were left alone, and an order placed now goes all the way through the new process.
+    assert {name: supervised.pid(name) for name in SERVICES if name != victim} == {
+        name: pid for name, pid in before.items() if name != victim
+    }
+    assert await wait_terminal(stack, await place(stack), timeout=90) == "confirmed"
+    log = (supervised.config.parent / "logs" / "supervisord.log").read_text()
+    assert f"exited: {victim} (terminated by SIGKILL; not expected)" in log, log[-2000:]
