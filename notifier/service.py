@@ -6,6 +6,10 @@ registers before it reads the snapshot from Postgres, so an event that lands bet
 the connection drops everything with seq ≤ what it already sent: nothing is lost, nothing is sent twice.
 Because the snapshot comes from Postgres, a client that connects after a restart (or with `lastSeq`) is
 caught up from the durable record, not from this process's memory.
+
+Subscriptions are found by the message's key (the orderId), so an event nobody here follows is never
+decoded: a notifier's cost follows its clients' events, not the whole stream. If the consumer task dies,
+the notifier says so on /ready (503) and in its log, instead of serving heartbeats only.
 """
 
 from __future__ import annotations
@@ -49,25 +53,42 @@ class Hub:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._queue_size = settings.ws_send_queue
-        self._subscriptions: dict[UUID, set[Subscription]] = defaultdict(set)
+        # by str(orderId), the key every `order.status` message carries
+        self._subscriptions: dict[str, set[Subscription]] = defaultdict(set)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.positioned = asyncio.Event()
 
     def subscribe(self, order_id: UUID) -> Subscription:
         subscription = Subscription(order_id, self._queue_size)
-        self._subscriptions[order_id].add(subscription)
+        self._subscriptions[str(order_id)].add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
-        subscribers = self._subscriptions.get(subscription.order_id)
+        key = str(subscription.order_id)
+        subscribers = self._subscriptions.get(key)
         if subscribers is not None:
             subscribers.discard(subscription)
             if not subscribers:
-                del self._subscriptions[subscription.order_id]
+                del self._subscriptions[key]
 
-    def dispatch(self, event: StatusEvent) -> None:
-        for subscription in self._subscriptions.get(event.order_id, ()):
+    @property
+    def consuming(self) -> bool:
+        """The consumer task is running (False once it has died: nothing more would reach any client)."""
+        return self._task is not None and not self._task.done()
+
+    def dispatch_raw(self, key: bytes | None, value: bytes) -> None:
+        """Hand one `order.status` message to the subscribers of its order, decoding it only if there are
+        any."""
+        subscribers = self._subscriptions.get(key.decode()) if key is not None else None
+        if not subscribers:
+            return
+        try:
+            event = StatusEvent.from_json(value)
+        except ValueError:
+            logger.warning("status_event.undecodable", key=key)
+            return
+        for subscription in tuple(subscribers):
             subscription.offer(event)
 
     async def start(self) -> None:
@@ -91,13 +112,17 @@ class Hub:
 
     async def _run(self) -> None:
         assert self._consumer is not None
-        async for message in self._consumer:
-            try:
-                event = StatusEvent.from_json(message.value)
-            except ValueError:
-                logger.warning("status_event.undecodable", partition=message.partition, offset=message.offset)
-                continue
-            self.dispatch(event)
+        try:
+            while True:
+                batches = await self._consumer.getmany(timeout_ms=1000, max_records=1000)
+                for messages in batches.values():
+                    for message in messages:
+                        self.dispatch_raw(message.key, message.value)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            logger.error("notifier.consumer_died", error=repr(exc), exc_info=exc)
+            raise
 
     async def stop(self) -> None:
         if self._task is not None:

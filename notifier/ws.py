@@ -337,7 +337,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             db_ok = await asyncio.wait_for(check_postgres(request.app.state.pool), 3.0)
         except Exception:
             db_ok = False
-        ok = db_ok and hub.positioned.is_set()
+        ok = db_ok and hub.positioned.is_set() and hub.consuming
         return json_response({"status": "ready" if ok else "not_ready"}, 200 if ok else 503)
 
     return app
