@@ -1,5 +1,9 @@
-"""`python -m executor`: run the executor stage as a faust worker."""
+"""`python -m executor`: run the executor stage as a faust worker, on uvloop (as the HTTP services run)."""
 
-from executor.agents import app
+import mode.loop
+
+mode.loop.use("uvloop")  # before anything makes an event loop
+
+from executor.agents import app  # noqa: E402
 
 app.run_worker()

@@ -1,5 +1,9 @@
-"""`python -m router`: run the router stage as a faust worker."""
+"""`python -m router`: run the router stage as a faust worker, on uvloop (as the HTTP services run)."""
 
-from router.agents import app
+import mode.loop
+
+mode.loop.use("uvloop")  # before anything makes an event loop
+
+from router.agents import app  # noqa: E402
 
 app.run_worker()
