@@ -75,6 +75,9 @@ def message_arrays(messages: Sequence[Message]) -> tuple[list[str], list[str], l
     )
 
 
+DELETE_ROWS = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
+
+
 class Outbox:
     """Publishes committed outbox rows in order, deletes them once acknowledged, and relays what a dead
     writer left behind."""
@@ -120,26 +123,59 @@ class Outbox:
             await self._queue.put(rows)
 
     async def _send_forever(self) -> None:
+        # Commands acknowledged in the last round and not deleted yet: they go with the next round's DELETE
+        # (one statement a round instead of two while rounds follow each other), or at once when no round
+        # is waiting. A crash before that leaves them to the relay: a repeated command is a no-op (seq).
+        acked_commands: list[int] = []
         while True:
+            if acked_commands and self._queue.empty():
+                await self._delete_quietly(acked_commands)
+                acked_commands = []
             batch = await self._queue.get()
             while not self._queue.empty() and len(batch) < 2000:
                 batch.extend(self._queue.get_nowait())
+            carried, acked_commands = acked_commands, []
             try:
-                await self._publish(batch, self._pool)
+                acked_commands = await self._publish(batch, self._pool, carried=carried, defer_commands=True)
             except (KafkaError, TimeoutError, *UNREACHABLE) as exc:
                 # The rows stay in the table: the relay (or the next write of the same orders) sends them.
                 logger.warning("outbox.send_failed", rows=len(batch), error=repr(exc))
 
-    async def _publish(self, rows: Sequence[OutboxRow], db: asyncpg.Pool | asyncpg.Connection) -> None:
-        """Status events first, acknowledged and deleted, then the commands that came with them: by the time
-        a stage sees a command, the event before it is on `order.status` and out of the table, so that
-        stage's write (which sends any older event of its order still in the table) does not repeat it."""
+    async def _delete_quietly(self, ids: list[int]) -> None:
+        try:
+            await self._pool.execute(DELETE_ROWS, ids)
+        except UNREACHABLE as exc:  # the relay sends them again later; their readers drop repeats by seq
+            logger.warning("outbox.delete_failed", rows=len(ids), error=repr(exc))
+
+    async def _publish(
+        self,
+        rows: Sequence[OutboxRow],
+        db: asyncpg.Pool | asyncpg.Connection,
+        *,
+        carried: Sequence[int] = (),
+        defer_commands: bool = False,
+    ) -> list[int]:
+        """Status events first, acknowledged and deleted (with any `carried` ids), then the commands that
+        came with them: by the time a stage sees a command, the event before it is on `order.status` and out
+        of the table, so that stage's write (which sends any older event of its order still in the table)
+        does not repeat it. With `defer_commands`, the commands' ids are returned for the caller to delete
+        later instead of deleted now."""
         events = [row for row in rows if row.topic == ORDER_STATUS.name]
         commands = [row for row in rows if row.topic != ORDER_STATUS.name]
-        for part in (events, commands):
-            if part:
-                await self._send(part)
-                await db.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row.id for row in part])
+        done = list(carried)
+        if events:
+            await self._send(events)
+            done += [row.id for row in events]
+        if done:
+            await db.execute(DELETE_ROWS, done)
+        if not commands:
+            return []
+        await self._send(commands)
+        ids = [row.id for row in commands]
+        if defer_commands:
+            return ids
+        await db.execute(DELETE_ROWS, ids)
+        return []
 
     async def _send(self, rows: Sequence[OutboxRow]) -> None:
         """Send in order and wait for every acknowledgement (a row published twice is dropped by seq)."""
