@@ -41,6 +41,11 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(6, ge=1)
     topic_replication_factor: int = Field(1, ge=1)
     kafka_request_timeout_ms: int = Field(5000, ge=100, description="Producer and admin request timeout.")
+    kafka_fetch_max_wait_ms: int = Field(
+        25,
+        ge=1,
+        description="Longest fetch long-poll of a stage: how long a busy partition waits behind quiet ones.",
+    )
     kafka_metadata_max_age_ms: int = Field(
         10000, ge=1000, description="Metadata refresh: how soon a stage notices partitions that reappeared."
     )
