@@ -11,7 +11,10 @@ topic prefix and ports, like the integration tests) and removes it afterwards.
    generator in closed loop.
 2. Open N WebSockets through the proxy, one per order, from several processes, and read each snapshot.
 3. Start the router: every order goes routing → building → submitted → confirmed, and every event is
-   delivered live to its client.
+   delivered live to its client. Paced (the default, `--pace 200`): each quote takes a fixed 50 ms and the
+   router quotes pace * 0.05 orders at once, so the orders start at about `pace` a second, a flow the
+   pipeline sustains, and the delivery latency is the notifier's fan-out to N connected clients. With
+   `--pace 0` every order is released at once: then the latency mostly measures the pipeline's backlog.
 Reports whether every client got its order's complete stream (seq 1..5, once, then close 1000), the delivery
 latency (the event's `at` → received by the client, so it includes Kafka, the notifier, the proxy and the
 client's own loop), the notifier's RSS and CPU, and the machine's load. Figures, not assertions: the machine
@@ -170,20 +173,31 @@ async def place_pending(stack: Stack, count: int, passes: int = 3) -> list[str]:
     return placed
 
 
-async def fanout(clients: int, processes: int = 4, limit_s: float = 900) -> dict[str, Any]:
+PACED_QUOTE_MS = 50
+
+
+async def fanout(clients: int, processes: int = 4, pace: int = 200, limit_s: float = 900) -> dict[str, Any]:
     """Scenario (d); returns its figures (and prints progress lines). Through the proxy up to
-    PROXY_WEBSOCKETS clients, straight to the notifier beyond."""
+    PROXY_WEBSOCKETS clients, straight to the notifier beyond. `pace`: orders started per second once the
+    clients are connected (0: all at once)."""
     raise_nofile()  # the stack's processes (notifier, nginx) inherit it
+    quote_ms = PACED_QUOTE_MS if pace else 0
+    paced = (
+        {"ROUTER_CONCURRENCY": str(max(1, round(pace * PACED_QUOTE_MS / 1000))), "QUEUE_CONCURRENCY": "1000"}
+        if pace
+        else {}
+    )
     stack = await create_stack(
         RATE_LIMIT="0",
         LOG_LEVEL="warning",
-        MOCK_QUOTE_LATENCY_MIN_MS="0",
-        MOCK_QUOTE_LATENCY_MAX_MS="5",
+        MOCK_QUOTE_LATENCY_MIN_MS=str(quote_ms),
+        MOCK_QUOTE_LATENCY_MAX_MS=str(quote_ms or 5),
         MOCK_EXECUTION_LATENCY_MIN_MS="0",
         MOCK_EXECUTION_LATENCY_MAX_MS="5",
         ORDER_DEADLINE_MS="3600000",  # placing and connecting 10,000 takes minutes: no order may expire
         WS_MAX_CONNECTIONS=str(clients + 100),
         TOPIC_PARTITIONS="6",
+        **paced,
     )
     try:
         notifier = stack.processes["notifier"]
@@ -244,7 +258,9 @@ async def fanout(clients: int, processes: int = 4, limit_s: float = 900) -> dict
     assert isinstance(figures, dict)
     return {
         "scenario": "d",
-        "title": f"{clients} WebSocket clients on one notifier",
+        "title": f"{clients} WebSocket clients on one notifier, "
+        + (f"their orders started at ~{pace}/s" if pace else "their orders all released at once"),
+        "pace": pace,
         "clients": clients,
         "client_processes": processes,
         "path": "proxy" if via_proxy else "notifier port (past the proxy's connection limit)",
@@ -268,9 +284,9 @@ async def fanout(clients: int, processes: int = 4, limit_s: float = 900) -> dict
     }
 
 
-async def main(clients: int, processes: int) -> None:
+async def main(clients: int, processes: int, pace: int) -> None:
     out(f"ws_fanout: {clients} clients, one notifier; {load()}")
-    print_fanout(await fanout(clients, processes))
+    print_fanout(await fanout(clients, processes, pace))
     out(f"after: {load()}")
 
 
@@ -278,5 +294,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m benchmarks.ws_fanout")
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--pace", type=int, default=200, help="orders started per second (0: all at once)")
     args = parser.parse_args()
-    uvloop.run(main(args.clients, args.processes))
+    uvloop.run(main(args.clients, args.processes, args.pace))

@@ -176,7 +176,9 @@ async def main(args: argparse.Namespace) -> int:
         elif key == "d":
             clients = args.clients or (500 if args.quick else 10_000)
             procs = 2 if args.quick else 4
-            result = await timed(lambda n=clients, p=procs: fanout(n, processes=p))  # type: ignore[misc]
+            result = await timed(
+                lambda n=clients, p=procs: fanout(n, processes=p, pace=args.ws_pace)  # type: ignore[misc]
+            )
             report.print_fanout(result)
         else:
             continue
@@ -211,6 +213,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, help="seconds of load in (a) and (b) (default 60; quick 5)")
     parser.add_argument("--orders", type=int, help="(c) orders to put in flight (default 10,000; quick 200)")
     parser.add_argument("--clients", type=int, help="(d) WebSocket clients (default 10,000; quick 500)")
+    parser.add_argument(
+        "--ws-pace", type=int, default=200, help="(d) orders started per second (default 200; 0: all at once)"
+    )
     parser.add_argument(
         "--replicas", type=int, default=1, help="ingress, router and executor processes each (a, b, c)"
     )
