@@ -17,6 +17,11 @@ With MOCK_SEED set every draw is a pure function of (seed, orderId, attempt, ven
 not depend on timing or concurrency; without it the draws are truly random. Executions are idempotent: the
 venue's ledger (table mock_dex_swaps) keeps one row per idempotency key, and a second execute with the same
 key returns the first result instead of swapping again.
+
+Settlement: `settle(order, attempt)` answers whether that attempt landed, and makes the answer final. It
+writes an `expired` row under the key, which waits for any swap of the key still being written and, once in,
+makes that attempt's swap conflict; a swap of a later attempt replaces the `expired` row (the order's
+retry). So an order has at most one swap, and a settled attempt that did not land never will.
 """
 
 from __future__ import annotations
@@ -284,7 +289,8 @@ class MockDex:
 
         Like an on-chain swap instruction, the swap carries the least output it accepts: if the price has
         moved so far that it would return less, the venue rejects it (SlippageExceeded) and nothing is
-        swapped. It lands only before `valid_until` (BlockhashExpired afterwards, nothing swapped)."""
+        swapped. It lands only before `valid_until` and before the attempt is settled (BlockhashExpired
+        afterwards, nothing swapped)."""
         key = swap_key(order_id)
         rng = self._rng(order_id, attempt, quote.dex, "execute")
         await self._delay(rng, self._latency.execution)
@@ -311,7 +317,7 @@ class MockDex:
             raise
         tx_hash = b58encode(rng.randbytes(64))  # one draw (one urandom call unseeded), not 64
         entry = LedgerEntry(
-            key, order_id, quote.dex, amount_in, amount_out, executed_price, tx_hash, valid_until
+            key, order_id, quote.dex, amount_in, amount_out, executed_price, tx_hash, valid_until, attempt
         )
         inserted = await (self._ledger.submit(entry) if self._ledger else self._insert(entry))
         # Not inserted: past valid_until, or another submission of this order landed first (its result).
@@ -322,10 +328,21 @@ class MockDex:
 
     async def ledger_entry(self, key: str) -> SwapResult | None:
         row = await self._pool.fetchrow(
-            "SELECT dex, tx_hash, executed_price, amount_out FROM mock_dex_swaps WHERE idempotency_key = $1",
+            "SELECT dex, tx_hash, executed_price, amount_out FROM mock_dex_swaps"
+            " WHERE idempotency_key = $1 AND kind = 'swap'",
             key,
         )
         return _swap_result(row) if row is not None else None
+
+    async def settle(self, order_id: UUID, attempt: int) -> SwapResult | None:
+        """The swap of `order_id` if one landed (in this attempt or an earlier one), else None; after None,
+        this attempt's swap can never land. Waits for a swap of the order still being written."""
+        key = swap_key(order_id)
+        async with self._pool.acquire() as conn:
+            marked = await conn.fetchval(SETTLE, key, order_id, attempt)
+            if marked:
+                return None
+            return await self.ledger_entry(key)
 
     async def _insert(self, entry: LedgerEntry) -> SwapResult | None:
         async with self._pool.acquire() as conn:
@@ -348,16 +365,33 @@ class LedgerEntry:
     executed_price: Decimal
     tx_hash: str
     valid_until: datetime | None
+    attempt: int = 1
 
 
+# A swap lands if its window is open and its key is free, or holds only an earlier attempt's `expired` row.
 INSERT_SWAPS = """
-INSERT INTO mock_dex_swaps (idempotency_key, order_id, dex, amount_in, amount_out, executed_price, tx_hash)
-SELECT n.key, n.order_id, n.dex, n.amount_in, n.amount_out, n.price, n.tx
+INSERT INTO mock_dex_swaps AS held
+    (idempotency_key, order_id, dex, amount_in, amount_out, executed_price, tx_hash, kind, attempt)
+SELECT n.key, n.order_id, n.dex, n.amount_in, n.amount_out, n.price, n.tx, 'swap', n.attempt
 FROM unnest($1::text[], $2::uuid[], $3::text[], $4::numeric[], $5::numeric[], $6::numeric[], $7::text[],
-            $8::timestamptz[]) AS n(key, order_id, dex, amount_in, amount_out, price, tx, valid_until)
+            $8::timestamptz[], $9::int[])
+    AS n(key, order_id, dex, amount_in, amount_out, price, tx, valid_until, attempt)
 WHERE n.valid_until IS NULL OR clock_timestamp() <= n.valid_until
-ON CONFLICT (idempotency_key) DO NOTHING
+ON CONFLICT (idempotency_key) DO UPDATE SET
+    dex = EXCLUDED.dex, amount_in = EXCLUDED.amount_in, amount_out = EXCLUDED.amount_out,
+    executed_price = EXCLUDED.executed_price, tx_hash = EXCLUDED.tx_hash, kind = 'swap',
+    attempt = EXCLUDED.attempt, executed_at = now()
+    WHERE held.kind = 'expired' AND held.attempt < EXCLUDED.attempt
 RETURNING idempotency_key, dex, tx_hash, executed_price, amount_out
+"""
+
+# An attempt settled as not landed: its `expired` row goes in (or moves up from an earlier attempt's),
+# unless the key holds a swap. True when it did.
+SETTLE = """
+INSERT INTO mock_dex_swaps AS held (idempotency_key, order_id, kind, attempt) VALUES ($1, $2, 'expired', $3)
+ON CONFLICT (idempotency_key) DO UPDATE SET attempt = EXCLUDED.attempt
+    WHERE held.kind = 'expired' AND held.attempt < EXCLUDED.attempt
+RETURNING true
 """
 
 
@@ -365,20 +399,26 @@ async def insert_swaps(
     conn: asyncpg.Connection, entries: Sequence[LedgerEntry]
 ) -> Flushed[SwapResult | None]:
     """The ledger's inserts of many concurrent swaps in one statement (the venue's check of `valid_until`
-    runs per row, when the statement does)."""
+    runs per row, when the statement does). One statement cannot write a key twice: a second swap of the
+    same key in the batch is left out, and finds the first one's row afterwards (see `execute`)."""
+    firsts: dict[str, LedgerEntry] = {}
+    for entry in entries:
+        firsts.setdefault(entry.key, entry)
+    batch = list(firsts.values())
     records = await conn.fetch(
         INSERT_SWAPS,
-        [e.key for e in entries],
-        [e.order_id for e in entries],
-        [e.dex.value for e in entries],
-        [e.amount_in for e in entries],
-        [e.amount_out for e in entries],
-        [e.executed_price for e in entries],
-        [e.tx_hash for e in entries],
-        [e.valid_until for e in entries],
+        [e.key for e in batch],
+        [e.order_id for e in batch],
+        [e.dex.value for e in batch],
+        [e.amount_in for e in batch],
+        [e.amount_out for e in batch],
+        [e.executed_price for e in batch],
+        [e.tx_hash for e in batch],
+        [e.valid_until for e in batch],
+        [e.attempt for e in batch],
     )
     landed = {r["idempotency_key"]: _swap_result(r) for r in records}
-    return Flushed([landed.get(e.key) for e in entries], [])
+    return Flushed([landed.get(e.key) if firsts[e.key] is e else None for e in entries], [])
 
 
 def _swap_result(row: asyncpg.Record) -> SwapResult:

@@ -139,7 +139,7 @@ async def test_a_redelivered_order_is_a_no_op(stack: Stack) -> None:
     conn = await db.connect(stack.settings.database_url, jsonb=False)
     try:
         swaps = await conn.fetchval(
-            "SELECT count(*) FROM mock_dex_swaps WHERE order_id = $1", placed.order_id
+            "SELECT count(*) FROM mock_dex_swaps WHERE order_id = $1 AND kind = 'swap'", placed.order_id
         )
     finally:
         await conn.close()
@@ -153,7 +153,8 @@ async def test_every_swap_is_in_the_venue_ledger_once(stack: Stack) -> None:
     conn = await db.connect(stack.settings.database_url, jsonb=False)
     try:
         rows = await conn.fetch(
-            "SELECT order_id, tx_hash FROM mock_dex_swaps WHERE order_id = ANY($1::uuid[])", orders
+            "SELECT order_id, tx_hash FROM mock_dex_swaps WHERE order_id = ANY($1::uuid[]) AND kind = 'swap'",
+            orders,
         )
     finally:
         await conn.close()

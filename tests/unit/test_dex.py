@@ -160,7 +160,7 @@ class FakeLedger:
 
     async def fetch(self, sql: str, *columns: list[Any]) -> list[dict[str, Any]]:
         landed = []
-        for key, _order, dex_, _amount_in, amount_out, price, tx_hash, valid_until in zip(
+        for key, _order, dex_, _amount_in, amount_out, price, tx_hash, valid_until, _attempt in zip(
             *columns, strict=True
         ):
             if key in self.rows or valid_until is not None:  # the fake does not model the window
