@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -23,7 +23,8 @@ from uuid import UUID
 import asyncpg
 
 from executor import repository
-from shared.dex import MockDex, SwapResult, swap_key
+from shared.db import UNREACHABLE
+from shared.dex import MockDex, SwapResult
 from shared.errors import BlockhashExpired, DexError, SlippageExceeded
 from shared.events import OrderPlaced, OrderStatus, utcnow
 from shared.logging import get_logger
@@ -36,6 +37,7 @@ from shared.topics import ORDERS
 logger = get_logger(__name__)
 S = OrderStatus
 BPS = Decimal(10_000)
+SWEEP_LOCK = 7_306_003  # pg advisory lock key: one executor sweeps at a time
 SETTLE_MARGIN_MS = 1000  # past valid_until, clocks of the venue (Postgres) and of this process agree
 
 
@@ -157,8 +159,18 @@ class ExecutorService:
         )
 
     async def sweep(self) -> None:
-        """Finish what nobody is finishing: settled submissions, overdue orders, stalled steps. One order
-        that fails to settle does not stop the others."""
+        """Finish what nobody is finishing: settled submissions, overdue orders, stalled steps. One executor
+        sweeps at a time (an advisory lock: replicas do not repeat each other's work, and a dead one's lock
+        goes with its connection); one order that fails does not stop the others."""
+        async with self._pool.acquire() as conn:
+            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SWEEP_LOCK):
+                return
+            try:
+                await self._sweep_once()
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", SWEEP_LOCK)
+
+    async def _sweep_once(self) -> None:
         deadline_ms = self._steps.deadline_ms
         for order in await repository.settled_submissions(
             self._pool,
@@ -166,10 +178,10 @@ class ExecutorService:
             swap_window_ms=int(self._swap_window.total_seconds() * 1000),
             margin_ms=SETTLE_MARGIN_MS,
         ):
-            await self._settle(order)
+            await _isolated("settle", order, self._settle)
         for order in await repository.overdue_unsubmitted(self._pool, deadline_ms=deadline_ms):
             logger.info("order.deadline_passed", orderId=str(order.id), status=order.status.value)
-            await self._steps.time_out(order)
+            await _isolated("time_out", order, self._steps.time_out)
         now = time.monotonic()
         self._redriven = {k: t for k, t in self._redriven.items() if now - t < self._stale_step_ms / 1000}
         stalled = [
@@ -184,8 +196,9 @@ class ExecutorService:
         await self._steps.outbox.write([redrive(order) for order in stalled])
 
     async def _settle(self, order: OrderRecord) -> None:
-        """A submission that can no longer land: the ledger decides."""
-        landed = await self._dex.ledger_entry(swap_key(order.id))
+        """A submission that can no longer land: the venue settles it (a swap that landed, or a mark that this
+        attempt never will), so a swap still being committed is seen rather than missed."""
+        landed = await self._dex.settle(order.id, order.attempt)
         logger.info("order.reconciled", orderId=str(order.id), landed=landed is not None)
         if landed is not None:
             await self._confirm(order, landed)
@@ -195,6 +208,19 @@ class ExecutorService:
             await self._steps.retry_or_fail(
                 order, BlockhashExpired("the swap was not confirmed before its blockhash expired")
             )
+
+
+async def _isolated(
+    step: str, order: OrderRecord, action: Callable[[OrderRecord], Awaitable[object]]
+) -> None:
+    """Run one order's sweep step; a failure is logged and the pass goes on with the next order. An
+    unreachable Postgres ends the pass (every other order would fail the same way)."""
+    try:
+        await action(order)
+    except UNREACHABLE:
+        raise
+    except Exception as exc:
+        logger.error("sweep.order_failed", orderId=str(order.id), step=step, error=repr(exc), exc_info=exc)
 
 
 def redrive(order: OrderRecord) -> Message:
