@@ -5,13 +5,12 @@ the same topic are due later), then route it like a new order."""
 
 from __future__ import annotations
 
-import asyncio
-
 import faust
 
 from router.service import RouteJob, RouterService
 from shared.config import get_settings
-from shared.events import OrderPlaced, RetryOrder, utcnow
+from shared.events import OrderPlaced, RetryOrder, sleep_until
+from shared.orders import RETRY_DELAYS
 from shared.streaming import BATCH_WITHIN_S, StageApp, StageContext, job_id
 from shared.topics import ORDERS, ORDERS_RETRY
 
@@ -29,6 +28,7 @@ app: StageApp[RouterService] = StageApp(
     expected_job_s=settings.mock_quote_latency_max_ms / 1000,
 )
 orders_topic = app.bytes_topic(ORDERS)
+RETRY_WAIT_CAP_S = max(delay for delay, _ in RETRY_DELAYS) + 1.0
 
 
 @app.agent(orders_topic)
@@ -46,9 +46,10 @@ async def _retry(stream: faust.StreamT[bytes]) -> None:
     async for payload in stream:
         app.processed += 1
         retry = RetryOrder.from_json(payload)
-        wait_s = (retry.due_at - utcnow()).total_seconds()
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)  # only this topic's head waits: the rest of it is due later
+        # Only this topic's head waits: the rest of it is due later. A retry due further out than the
+        # longest delay was timed by a clock ahead of ours: it is routed then, and the router's own check
+        # and the sweep decide (see RouterService.route).
+        await sleep_until(retry.due_at, cap_s=RETRY_WAIT_CAP_S)
         await app.stage_service.route(
             [RouteJob(retry.order_id, retry.correlation_id, job_id(stream.current_event))]
         )

@@ -7,6 +7,8 @@ carries `v`; a contract changes only by adding optional fields, a breaking chang
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -55,6 +57,19 @@ class Dex(StrEnum):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+async def sleep_until(instant: datetime, *, cap_s: float) -> None:
+    """Sleep until the wall clock has reached `instant`, for at most `cap_s`. An event loop's timer may fire
+    a little before its time (uvloop's are milliseconds), so the clock is read again after each sleep: a
+    caller that then checks `instant <= utcnow()` never finds itself early. The cap bounds the wait when
+    `instant` comes from a clock that runs ahead."""
+    give_up = time.monotonic() + cap_s
+    while (left := (instant - utcnow()).total_seconds()) > 0:
+        budget = give_up - time.monotonic()
+        if budget <= 0:
+            return
+        await asyncio.sleep(min(left, budget))
 
 
 class Wire(BaseModel):

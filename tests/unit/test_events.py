@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+import uvloop
 
-from shared.events import Dex, OrderPlaced, OrderStatus, Quote, StatusEvent
+from shared.events import Dex, OrderPlaced, OrderStatus, Quote, StatusEvent, sleep_until, utcnow
 
 
 def make_event(**overrides: object) -> StatusEvent:
@@ -92,3 +94,25 @@ def test_amounts_are_never_floats_on_the_wire() -> None:
 
 def test_terminal_statuses() -> None:
     assert {s for s in OrderStatus if s.terminal} == {OrderStatus.CONFIRMED, OrderStatus.FAILED}
+
+
+def test_sleep_until_never_returns_before_its_instant_on_uvloop() -> None:
+    """uvloop's timers round to milliseconds and may fire early; a retry that woke early was dropped as not
+    yet due (and waited for the sweep)."""
+
+    async def early() -> list[float]:
+        missed = []
+        for delay_ms in [0.4 + n * 1.3 for n in range(40)]:
+            instant = utcnow() + timedelta(milliseconds=delay_ms)
+            await sleep_until(instant, cap_s=1)
+            if utcnow() < instant:
+                missed.append(delay_ms)
+        return missed
+
+    assert uvloop.run(early()) == []
+
+
+async def test_sleep_until_gives_up_after_its_cap() -> None:
+    started = time.monotonic()
+    await sleep_until(utcnow() + timedelta(hours=1), cap_s=0.05)
+    assert 0.05 <= time.monotonic() - started < 1
