@@ -148,6 +148,12 @@ class Admission:
     def check(self) -> None:
         """Raise ServiceUnavailable if the pipeline cannot be measured or is not publishing, QueueFull if a
         new order could not start in time; else count the order as admitted."""
+        self.precheck()
+        self._admitted_since += 1
+
+    def precheck(self) -> None:
+        """`check` without counting the order: what a POST asks first, before it costs a Redis call or a
+        body's parsing, so that under overload a refusal is the cheapest answer the ingress gives."""
         sample = self._sample
         if sample is None or time.monotonic() - sample.at > self._interval_s + self._timeout_s:
             raise ServiceUnavailable(f"the order pipeline cannot be measured ({self._error})")
@@ -159,7 +165,6 @@ class Admission:
                 f"a new order would wait {wait_s:.1f} s for the pipeline (limit {self._max_wait_s:.0f} s)",
                 retry_after=math.ceil(wait_s - self._max_wait_s),
             )
-        self._admitted_since += 1
 
     async def sample_once(self) -> Sample:
         async with self._pool.acquire() as conn:
