@@ -43,6 +43,10 @@ from shared.metrics import ADMISSION_EXPECTED_WAIT, STAGE_BACKLOG
 logger = get_logger(__name__)
 
 MEMBER_TTL_S = 5.0  # a stage process silent this long is gone
+# A measured finish rate below this is a decayed average of a stage that finished nothing lately, not a
+# drain rate: dividing by it gave waits of 1e26 s (and a Retry-After past 64 bits).
+MIN_MEASURED_RATE = 0.05
+MAX_RETRY_AFTER_S = 3600
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class Stage:
         if queued <= 0:
             return 0.0
         rate = self.slots / max(self.service_s, 0.001)
-        if self.measured_rate > 0:
+        if self.measured_rate >= MIN_MEASURED_RATE:
             rate = min(rate, self.measured_rate)
         return queued / rate
 
@@ -163,7 +167,7 @@ class Admission:
         if wait_s > self._max_wait_s:
             raise QueueFull(
                 f"a new order would wait {wait_s:.1f} s for the pipeline (limit {self._max_wait_s:.0f} s)",
-                retry_after=math.ceil(wait_s - self._max_wait_s),
+                retry_after=min(math.ceil(wait_s - self._max_wait_s), MAX_RETRY_AFTER_S),
             )
 
     async def sample_once(self) -> Sample:

@@ -107,12 +107,13 @@ async def place_order(
     lost (even in an ambiguous COMMIT) can always be retried with its key."""
     with intake.admission.in_progress():  # past ADMISSION_MAX_IN_FLIGHT: 429 at once, before any I/O
         intake.admission.check()
-        key = None
-        if idempotency_key is not None:
-            key_hash = hashlib.sha256(idempotency_key.encode()).digest()
-            key = KeyClaim(client, key_hash, request.fingerprint())
-        order_id = uuid.uuid4()
-        placement = await _record(intake, request, order_id, correlation_id, key)
+        key = None if idempotency_key is None else key_claim(client, idempotency_key, request)
+        order = new_order(request, correlation_id, key, max_attempts=intake.max_attempts)
+        order_id = order.placed.order_id
+        try:
+            placement = await intake.writer.submit(order)
+        except UNREACHABLE as exc:
+            raise ServiceUnavailable("the order store is unreachable") from exc
         if not placement.placed:
             assert key is not None, "only an order with a key can be turned away"
             return _replay(placement.holder, key)
@@ -127,10 +128,16 @@ async def place_order(
         )
 
 
-async def _record(
-    intake: Intake, request: PlaceOrder, order_id: UUID, correlation_id: str | None, key: KeyClaim | None
-) -> Placement:
-    now = utcnow()
+def key_claim(client: str, idempotency_key: str, request: PlaceOrder) -> KeyClaim:
+    """An Idempotency-Key as stored: scoped to its client, hashed, with the body's fingerprint."""
+    return KeyClaim(client, hashlib.sha256(idempotency_key.encode()).digest(), request.fingerprint())
+
+
+def new_order(
+    request: PlaceOrder, correlation_id: str | None, key: KeyClaim | None, *, max_attempts: int
+) -> NewOrder:
+    """A new order at seq 1 (pending), with its key if it has one, as the intake writes it."""
+    order_id, now = uuid.uuid4(), utcnow()
     placed = OrderPlaced(
         order_id=order_id,
         token_in=request.token_in,
@@ -145,13 +152,10 @@ async def _record(
         seq=1,
         status=OrderStatus.PENDING,
         at=now,
-        max_attempts=intake.max_attempts,
+        max_attempts=max_attempts,
         correlation_id=correlation_id,
     )
-    try:
-        return await intake.writer.submit(NewOrder(placed, pending, request.client_order_id, key))
-    except UNREACHABLE as exc:
-        raise ServiceUnavailable("the order store is unreachable") from exc
+    return NewOrder(placed, pending, request.client_order_id, key)
 
 
 def _replay(holder: KeyHolder | None, mine: KeyClaim) -> Accepted:

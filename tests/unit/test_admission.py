@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
+
 import pytest
 
-from ingress.admission import Admission, Sample, Stage
+from ingress.admission import MAX_RETRY_AFTER_S, Admission, Sample, Stage
 from shared.config import Settings
 from shared.errors import QueueFull
 
@@ -63,3 +66,19 @@ def test_an_ingress_with_its_limit_of_posts_in_progress_refuses_the_next_at_once
         assert refused.value.retry_after == 1
     with admission.in_progress():  # the two finished: room again
         pass
+
+
+def test_a_stage_whose_measured_rate_has_decayed_to_nothing_is_judged_by_its_slots() -> None:
+    """An idle stage's average of finished jobs decays towards 0 (1e-26 was seen): as a drain rate it made
+    the expected wait 1e26 s, and the Retry-After overflowed into a 500."""
+    decayed = Stage("executor", slots=10, service_s=2.5, measured_rate=1e-26)
+    assert decayed.wait_s(50) == pytest.approx(40 / 4)
+
+
+def test_a_refusal_retry_after_is_bounded() -> None:
+    admission = Admission(Settings(admission_max_wait_ms=1000), pool=None)
+    stuck = Stage("executor", slots=1, service_s=10_000.0, measured_rate=0.0)
+    admission._sample = replace(sample(open_=1_000_000, executor=stuck), at=time.monotonic())
+    with pytest.raises(QueueFull) as refused:
+        admission.precheck()
+    assert refused.value.retry_after == MAX_RETRY_AFTER_S
