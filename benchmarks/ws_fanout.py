@@ -195,6 +195,9 @@ async def fanout(clients: int, processes: int = 4, pace: int = 200, limit_s: flo
         MOCK_EXECUTION_LATENCY_MIN_MS="0",
         MOCK_EXECUTION_LATENCY_MAX_MS="5",
         ORDER_DEADLINE_MS="3600000",  # placing and connecting 10,000 takes minutes: no order may expire
+        # The scenario parks 10,000 orders behind a stopped router on purpose: admission would refuse them
+        # (with a router that never heartbeated it assumes QUOTE_TIMEOUT_MS per quote).
+        ADMISSION_MAX_WAIT_MS="3600000",
         WS_MAX_CONNECTIONS=str(clients + 100),
         TOPIC_PARTITIONS="6",
         **paced,
