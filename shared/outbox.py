@@ -137,14 +137,17 @@ class Outbox:
             carried, acked_commands = acked_commands, []
             try:
                 acked_commands = await self._publish(batch, self._pool, carried=carried, defer_commands=True)
-            except (KafkaError, TimeoutError, *UNREACHABLE) as exc:
+            except (KafkaError, TimeoutError, asyncpg.PostgresError, *UNREACHABLE) as exc:
                 # The rows stay in the table: the relay (or the next write of the same orders) sends them.
                 logger.warning("outbox.send_failed", rows=len(batch), error=repr(exc))
 
     async def _delete_quietly(self, ids: list[int]) -> None:
         try:
             await self._pool.execute(DELETE_ROWS, ids)
-        except UNREACHABLE as exc:  # the relay sends them again later; their readers drop repeats by seq
+        except (
+            asyncpg.PostgresError,
+            *UNREACHABLE,
+        ) as exc:  # the relay sends them again; readers drop repeats
             logger.warning("outbox.delete_failed", rows=len(ids), error=repr(exc))
 
     async def _publish(

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+
+from aiokafka import AIOKafkaConsumer
 
 from shared.streaming import TaskPool
 
@@ -48,3 +51,11 @@ async def test_drain_cancels_what_outlives_the_grace_period() -> None:
     await pool.spawn(asyncio.sleep(60))
     assert await pool.drain(0.2) == 1
     assert pool.in_flight == 0
+
+
+async def test_the_consumer_attribute_the_stages_shorten_is_the_one_aiokafka_reads() -> None:
+    """PromptConsumerThread sets `_fetch_max_wait_ms` on the consumer faust builds (faust passes 1,500 ms):
+    if aiokafka renamed it, the stages would silently fall back to 1.5 s long-polls."""
+    consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=1234)
+    assert consumer._fetch_max_wait_ms == 1234
+    assert "self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
