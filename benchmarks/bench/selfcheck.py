@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.bench.loadgen import LoadPlan, LoadResult, run_load
@@ -71,14 +72,4 @@ def trivial_server() -> Iterator[int]:
 async def generator_ceiling(plan: LoadPlan) -> LoadResult:
     """`plan` (its host and port replaced) offered to the trivial server; nothing is followed."""
     with trivial_server() as port:
-        trivial = LoadPlan(
-            host="127.0.0.1",
-            port=port,
-            body=plan.body,
-            count=plan.count,
-            rate=plan.rate,
-            workers=plan.workers,
-            connections=plan.connections,
-            timeout=plan.timeout,
-        )
-        return await run_load(trivial)
+        return await run_load(replace(plan, host="127.0.0.1", port=port, ws_every=0, ws_max=0))
