@@ -191,7 +191,8 @@ class MockDex:
         self._latency = latency
         self._price_move = price_move
         self._failures = failures or FailureRates()
-        self._entropy = random.SystemRandom()
+        # Seeded once from the OS: SystemRandom read os.urandom on every draw (a syscall, 5 % of a router).
+        self._entropy = random.Random()
 
     @classmethod
     def from_settings(cls, pool: asyncpg.Pool, settings: Settings) -> MockDex:
