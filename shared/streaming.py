@@ -16,8 +16,9 @@ finished; the stage's sweeper finds such orders in Postgres and finishes them (s
 Every HEARTBEAT_INTERVAL_MS a stage writes its slots, jobs in flight, job time and finish rate to
 `stage_members`: ingress admits new orders against the slowest stage (ingress/admission.py).
 
-Each stage serves `/metrics` (Prometheus) and `/health` on its metrics port. `/health` turns 503 when the
-watchdog sees messages waiting on the stage's partitions but nothing processed for WATCHDOG_STALL_MS.
+Each stage serves `/metrics` (Prometheus), `/health` and `/ready` on its metrics port. `/health` turns 503
+when the watchdog sees messages waiting on the stage's partitions but nothing processed for
+WATCHDOG_STALL_MS; `/ready` is 503 until the stage has joined its consumer group, and while it rebalances.
 """
 
 from __future__ import annotations
@@ -227,6 +228,12 @@ class StageApp(faust.App, Generic[ServiceT]):
         return PromptTransport(self.conf.broker_consumer, self)
 
     @property
+    def ready(self) -> bool:
+        """In its consumer group and not rebalancing: messages on its partitions are being taken (a member
+        that joined after the load began would stop every member's consumption while the group rebalances)."""
+        return self.rebalancing_count > 0 and not self.rebalancing
+
+    @property
     def stage_service(self) -> ServiceT:
         assert self._stage_service is not None, "the stage's service exists once the app has started"
         return self._stage_service
@@ -369,9 +376,14 @@ class StageApp(faust.App, Generic[ServiceT]):
             body = {"status": "ok" if self.healthy else "stalled", "inFlight": self.stage_tasks.in_flight}
             return web.json_response(body, status=200 if self.healthy else 503)
 
+        async def ready(_: web.Request) -> web.Response:
+            body = {"status": "ready" if self.ready else "joining", "rebalances": self.rebalancing_count}
+            return web.json_response(body, status=200 if self.ready else 503)
+
         http = web.Application()
         http.router.add_get("/metrics", metrics)
         http.router.add_get("/health", health)
+        http.router.add_get("/ready", ready)
         self._stage_http = web.AppRunner(http, access_log=None)
         await self._stage_http.setup()
         await web.TCPSite(self._stage_http, host, port).start()

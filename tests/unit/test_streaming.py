@@ -5,7 +5,8 @@ import inspect
 
 from aiokafka import AIOKafkaConsumer
 
-from shared.streaming import TaskPool
+from shared.config import Settings
+from shared.streaming import StageApp, TaskPool
 
 
 async def test_the_pool_runs_at_most_its_capacity_and_spawn_waits_for_a_slot() -> None:
@@ -59,3 +60,15 @@ async def test_the_consumer_attribute_the_stages_shorten_is_the_one_aiokafka_rea
     consumer = AIOKafkaConsumer(bootstrap_servers="127.0.0.1:1", fetch_max_wait_ms=1234)
     assert consumer._fetch_max_wait_ms == 1234
     assert "self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
+
+
+def test_a_stage_is_ready_once_its_first_rebalance_ends_and_not_while_one_runs() -> None:
+    """`/ready` of a stage follows faust's own rebalance hooks (the test stacks and the bench wait on it)."""
+    app: StageApp[None] = StageApp("router", Settings(), lambda _: None, capacity=1, expected_job_s=1.0)
+    assert not app.ready  # not in its group yet
+    app.on_rebalance_start()
+    assert not app.ready
+    app.on_rebalance_end()
+    assert app.ready
+    app.on_rebalance_start()  # another member joins
+    assert not app.ready
