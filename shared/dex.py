@@ -48,6 +48,9 @@ from shared.errors import (
     VenueTimeout,
 )
 from shared.events import Dex, Quote
+from shared.logging import get_logger
+
+logger = get_logger(__name__)
 
 PRICE_PLACES = Decimal("0.000000001")
 AMOUNT_PLACES = Decimal("0.000000001")
@@ -293,6 +296,9 @@ class MockDex:
         swapped. It lands only before `valid_until` and before the attempt is settled (BlockhashExpired
         afterwards, nothing swapped)."""
         key = swap_key(order_id)
+        # The venue's own record of every swap sent to it, written before anything can land: the chaos
+        # checker counts these per order (the ledger's key would hide a second swap sent for one order).
+        logger.info("venue.execute", orderId=str(order_id), attempt=attempt, dex=quote.dex.value)
         rng = self._rng(order_id, attempt, quote.dex, "execute")
         await self._delay(rng, self._latency.execution)
         executed_price = (quote.price * (1 + self._uniform(rng, self._price_move))).quantize(PRICE_PLACES)

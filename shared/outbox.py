@@ -6,10 +6,12 @@ the rows to its process's `Outbox`, which sends them in the order it got them (o
 idempotent acks=all producer), and deletes them once the broker has acknowledged them. Nothing is lost if a
 process dies in between: its rows stay in the table and the relay publishes them.
 
-Per-order order on the topics holds because a writer publishes, before its own rows, every older row of the
-same orders that is still in the table (the statement that writes seq n + 1 returns them; it can only run
-after seq n committed). A row may therefore go out twice (the relay and a writer, or two writers), never
-after a later row of its order: consumers drop a seq they have seen.
+Per-order order on the topics holds for each row's first copy, because a writer publishes, before its own
+rows, every older row of the same orders that is still in the table (the statement that writes seq n + 1
+returns them; it can only run after seq n committed). A row may go out twice (the relay and a writer, or two
+writers), and a copy sent again may land after a later row of its order: a broker that wrote a batch and
+died before acknowledging it leaves the rows in the table, to be sent again (the chaos suite's broker
+scenario shows it). Consumers drop a seq they have seen (docs/events.md).
 
 The relay runs in every process but publishes in only one at a time (an advisory lock), in id order, rows
 older than OUTBOX_RELAY_GRACE_MS: those whose writer died, or lost its connection to Kafka.

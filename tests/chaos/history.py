@@ -1,0 +1,171 @@
+"""What a chaos run records: every POST and its answers, what every WebSocket client saw, and afterwards what
+the engine (Postgres, `order.status`) and the venue (its execute log, its ledger) say. The checker reads only
+this record, so a finding can be traced to the answers and events behind it.
+
+The clients behave as the README tells integrators to: a POST that gets no answer, a 5xx or a 429 is sent
+again with the same Idempotency-Key until it gets a 2xx or a 4xx; a WebSocket that closes before the order's
+terminal status is opened again with `lastSeq`, the last seq the client has seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import orjson
+from websockets.asyncio.client import connect
+from websockets.exceptions import WebSocketException
+
+from shared.topics import ORDER_STATUS
+from tests.fixtures.execution import read_topic
+from tests.fixtures.orders import fetch, order_body
+from tests.fixtures.stack import LOGS, Stack
+
+TERMINAL = frozenset({"confirmed", "failed"})
+POST_BUDGET_S = 60.0  # a client gives up on a key after this long without an answer
+FOLLOW_BUDGET_S = 120.0  # and on following an order after this long without its terminal status
+RETRY_PAUSE_S = 0.2
+
+
+@dataclass
+class Post:
+    """One Idempotency-Key: each answer it got (status code, or the transport error's name), and the order
+    ids its 2xx answers named (more than one is an I4 violation)."""
+
+    key: str
+    answers: list[int | str] = field(default_factory=list)
+    order_ids: set[str] = field(default_factory=set)
+
+    @property
+    def accepted(self) -> bool:
+        return bool(self.order_ids)
+
+
+@dataclass
+class Follow:
+    """What one client saw of one order, across its reconnections: every seq in the order it arrived."""
+
+    order_id: str
+    seqs: list[int] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    connections: int = 0
+    note: str = ""
+
+    @property
+    def terminal(self) -> str | None:
+        return self.statuses[-1] if self.statuses and self.statuses[-1] in TERMINAL else None
+
+
+@dataclass
+class History:
+    scenario: str
+    posts: list[Post] = field(default_factory=list)
+    follows: dict[str, Follow] = field(default_factory=dict)
+    kill_at: float | None = None  # wall time of the fault
+    restarted: list[str] = field(default_factory=list)  # services the supervisor started again
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)  # Postgres's view, by order id
+    topic: list[dict[str, Any]] = field(default_factory=list)  # `order.status`, in the order it was read
+    executions: list[tuple[str, int]] = field(default_factory=list)  # (orderId, attempt) per venue.execute
+    swaps: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # the ledger's swap rows
+
+
+class Clients:
+    """The integrators of a run: place `count` orders at `rate` per second and follow each one."""
+
+    def __init__(self, stack: Stack, history: History) -> None:
+        self._stack = stack
+        self._history = history
+        self._http = httpx.AsyncClient(base_url=stack.base_url, timeout=5.0)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, count: int, rate: float) -> None:
+        started = time.monotonic()
+        for i in range(count):
+            await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+            task = asyncio.create_task(self._place())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        while self._tasks:
+            await asyncio.gather(*self._tasks)
+        await self._http.aclose()
+
+    async def _place(self) -> None:
+        post = Post(key=str(uuid.uuid4()))
+        self._history.posts.append(post)
+        giving_up = time.monotonic() + POST_BUDGET_S
+        while time.monotonic() < giving_up:
+            try:
+                response = await self._http.post(
+                    "/api/orders/execute", json=order_body(), headers={"Idempotency-Key": post.key}
+                )
+            except httpx.TransportError as exc:
+                post.answers.append(type(exc).__name__)
+                await asyncio.sleep(RETRY_PAUSE_S)
+                continue
+            post.answers.append(response.status_code)
+            if response.status_code == 202:
+                order_id = str(response.json()["orderId"])
+                if not post.order_ids:
+                    task = asyncio.create_task(self._follow(order_id))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                post.order_ids.add(order_id)
+                # Sent again now and then while the run goes on: a replay must name the same order.
+                if len(post.answers) > 1 or uuid.UUID(post.key).int % 10:
+                    return
+                continue
+            if response.status_code < 500 and response.status_code != 429:
+                return  # a 4xx other than 429 is final
+            await asyncio.sleep(RETRY_PAUSE_S)
+
+    async def _follow(self, order_id: str) -> None:
+        follow = Follow(order_id)
+        self._history.follows[order_id] = follow
+        giving_up = time.monotonic() + FOLLOW_BUDGET_S
+        while follow.terminal is None and time.monotonic() < giving_up:
+            url = f"{self._stack.ws_url}?orderId={order_id}"
+            if follow.seqs:
+                url += f"&lastSeq={follow.seqs[-1]}"
+            follow.connections += 1
+            try:
+                async with connect(url, open_timeout=5, close_timeout=2) as ws:
+                    async for raw in ws:
+                        message = orjson.loads(raw)
+                        if message.get("type") == "snapshot":
+                            events = message.get("logs") or []
+                        elif message.get("type") == "status":
+                            events = [message]
+                        else:
+                            continue
+                        for event in events:
+                            follow.seqs.append(int(event["seq"]))
+                            follow.statuses.append(str(event["status"]))
+                        if follow.terminal is not None:
+                            break
+            except (OSError, WebSocketException, TimeoutError) as exc:
+                follow.note = type(exc).__name__
+            if follow.terminal is None:
+                await asyncio.sleep(RETRY_PAUSE_S)
+
+
+async def record_outcome(stack: Stack, history: History) -> None:
+    """Read what the engine and the venue say happened, once the run is over."""
+    rows = await fetch(stack.settings, "SELECT id, status, seq, logs, tx_hash, error, updated_at FROM orders")
+    history.orders = {str(r["id"]): dict(r) for r in rows}
+    history.topic = await read_topic(stack, ORDER_STATUS)
+    swaps = await fetch(stack.settings, "SELECT * FROM mock_dex_swaps WHERE kind = 'swap'")
+    for row in swaps:
+        history.swaps.setdefault(str(row["order_id"]), []).append(dict(row))
+    for log in sorted((LOGS / stack.run_id).glob("executor*.log")):
+        for line in log.read_bytes().splitlines():
+            if b'"venue.execute"' not in line:
+                continue
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a line cut short by the SIGKILL
+            history.executions.append((str(entry["orderId"]), int(entry["attempt"])))

@@ -1,0 +1,201 @@
+"""The chaos suite: 500 orders at ~50/s from clients that retry and reconnect as integrators do, one fault
+injected mid-run (a SIGKILLed service, the Kafka broker killed, Postgres crashed) and healed a moment later,
+then the offline checker over what was recorded (tests/chaos/checker.py). As under `make run`'s supervisor,
+a service that exits meanwhile is started again.
+
+The session ends with the table of every scenario (tests/chaos/conftest.py); the bar is zero in every
+violation column."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+
+from tests.chaos.checker import RESULTS, Findings, check
+from tests.chaos.history import Clients, History, record_outcome
+from tests.fixtures.execution import wait_terminal
+from tests.fixtures.stack import Stack, create_stack, destroy_stack
+from tests.fixtures.throwaway import ThrowawayKafka, ThrowawayRedis
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
+
+ORDERS = 500
+RATE = 50.0
+FAULT_AFTER_S = 4.0  # into the load: orders are at every stage by then
+DOWN_FOR_S = 1.0  # what a supervisor's first restart takes
+SUPERVISE_EVERY_S = 0.5
+
+CHAOS = {
+    "RATE_LIMIT": "0",
+    "MOCK_SEED": "chaos",
+    "MOCK_QUOTE_TRANSIENT_ERROR_RATE": "0.05",
+    "MOCK_SWAP_TRANSIENT_ERROR_RATE": "0.05",
+    # Slow enough that a fault finds orders quoting (~10) and swapping (~75) at 50/s.
+    "MOCK_QUOTE_LATENCY_MIN_MS": "100",
+    "MOCK_QUOTE_LATENCY_MAX_MS": "300",
+    "MOCK_EXECUTION_LATENCY_MIN_MS": "1000",
+    "MOCK_EXECUTION_LATENCY_MAX_MS": "2000",
+    "SWEEP_INTERVAL_MS": "250",
+    "STALE_STEP_MS": "2000",
+    "QUEUE_CONCURRENCY": "500",
+}
+
+
+@dataclass
+class Fault:
+    """What breaks and how it heals; `env` points the stack at anything the fault brings of its own."""
+
+    inject: Callable[[Stack], Awaitable[None]]
+    heal: Callable[[Stack], Awaitable[None]]
+    env: dict[str, str]
+
+
+def sigkill(name: str, **env: str) -> Fault:
+    """The service dies at once; the supervisor (below) starts it again."""
+
+    async def inject(stack: Stack) -> None:
+        stack.processes[name].kill()
+
+    async def heal(_: Stack) -> None:
+        pass
+
+    return Fault(inject, heal, env)
+
+
+def kafka_broker(kafka: ThrowawayKafka) -> Fault:
+    async def inject(_: Stack) -> None:
+        kafka.kill()
+
+    async def heal(_: Stack) -> None:
+        await kafka.start()
+
+    return Fault(inject, heal, {"KAFKA_BOOTSTRAP_SERVERS": kafka.servers})
+
+
+def redis_server(redis: ThrowawayRedis) -> Fault:
+    """Redis holds the rate limit (on here, so that its fail-open path is what the clients meet)."""
+
+    async def inject(_: Stack) -> None:
+        redis.kill()
+
+    async def heal(_: Stack) -> None:
+        await redis.start()
+
+    return Fault(inject, heal, {"REDIS_URL": redis.url, "RATE_LIMIT": "1000000"})
+
+
+def local_cluster() -> list[str]:
+    """The version and name of the local PostgreSQL cluster that `scripts/infra.py` runs."""
+    listed = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True)
+    return listed.stdout.split()[:2]
+
+
+async def pg_ctlcluster(action: str, *options: str, check: bool = True) -> None:
+    command = ["pg_ctlcluster", *local_cluster(), action, *options]
+    await asyncio.to_thread(subprocess.run, command, check=check)
+
+
+def postgres_crash() -> Fault:
+    """The shared cluster stops as in a crash (immediate: no checkpoint, crash recovery at the start)."""
+
+    async def inject(_: Stack) -> None:
+        await pg_ctlcluster("stop", "-m", "immediate")
+
+    async def heal(_: Stack) -> None:
+        await pg_ctlcluster("start")
+
+    return Fault(inject, heal, {})
+
+
+@asynccontextmanager
+async def supervised(stack: Stack, restarted: list[str]) -> AsyncIterator[None]:
+    """Start again, after DOWN_FOR_S, any service that exits, as supervisord does under `make run`."""
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(SUPERVISE_EVERY_S)
+            for name, proc in stack.processes.items():
+                if proc.popen is not None and proc.popen.poll() is not None and name != "proxy":
+                    await asyncio.sleep(DOWN_FOR_S)
+                    restarted.append(name)
+                    proc.start()
+
+    task = asyncio.create_task(watch())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+async def run_scenario(scenario: str, fault: Fault) -> Findings:
+    stack = await create_stack(**{**CHAOS, **fault.env})
+    history = History(scenario)
+    try:
+        async with supervised(stack, history.restarted):
+            load = asyncio.create_task(Clients(stack, history).run(ORDERS, RATE))
+            await asyncio.sleep(FAULT_AFTER_S)
+            history.kill_at = time.time()
+            await fault.inject(stack)
+            await asyncio.sleep(DOWN_FOR_S)
+            await fault.heal(stack)
+            await load
+            accepted = [order_id for post in history.posts for order_id in post.order_ids]
+            await wait_terminal(stack, accepted, timeout=120)
+        await record_outcome(stack, history)
+    finally:
+        await destroy_stack(stack)
+    findings = check(history)
+    RESULTS.append(findings)
+    return findings
+
+
+def assert_no_violation(findings: Findings) -> None:
+    assert findings.accepted >= ORDERS * 0.99, "clients that retry get nearly every order accepted"
+    assert findings.violations == 0, findings.details()
+
+
+@pytest.mark.parametrize(
+    ("scenario", "victim", "env"),
+    [
+        ("router", "router", {}),
+        ("executor", "executor", {}),
+        ("notifier", "notifier", {}),
+        ("ingress (1 of 2)", "ingress-2", {"REPLICAS": "2"}),
+    ],
+    ids=["router", "executor", "notifier", "ingress-one-of-two"],
+)
+async def test_a_sigkilled_service_breaks_no_invariant(
+    infrastructure: object, scenario: str, victim: str, env: dict[str, str]
+) -> None:
+    assert_no_violation(await run_scenario(scenario, sigkill(victim, **env)))
+
+
+async def test_the_kafka_broker_killed_breaks_no_invariant(infrastructure: object) -> None:
+    kafka = ThrowawayKafka()
+    await kafka.start()
+    try:
+        assert_no_violation(await run_scenario("kafka broker", kafka_broker(kafka)))
+    finally:
+        kafka.remove()
+
+
+async def test_redis_killed_breaks_no_invariant(infrastructure: object) -> None:
+    redis = ThrowawayRedis()
+    await redis.start()
+    try:
+        assert_no_violation(await run_scenario("redis", redis_server(redis)))
+    finally:
+        redis.stop()
+
+
+async def test_postgres_crashing_breaks_no_invariant(infrastructure: object) -> None:
+    try:
+        assert_no_violation(await run_scenario("postgres", postgres_crash()))
+    finally:  # whatever happened, the rest of the session needs its Postgres
+        await pg_ctlcluster("start", check=False)
