@@ -33,6 +33,8 @@ class Findings:
     reconnects: int = 0  # WebSockets the clients opened again with lastSeq
     restarted: str = ""  # services the supervisor started again
     topic_repeats: int = 0  # events on `order.status` sent again (allowed; consumers drop a seq seen)
+    ambiguous: int = 0  # keys told an error although their order was made: a retry replayed it
+    slowest: list[str] = field(default_factory=list)  # the accepted orders that took longest, and how
     lost: list[str] = field(default_factory=list)
     double_swaps: list[str] = field(default_factory=list)
     gaps: list[str] = field(default_factory=list)
@@ -49,7 +51,7 @@ class Findings:
             f"{self.scenario:<22} {self.orders:>6} {self.accepted:>8} {self.terminal:>8} {len(self.lost):>5}"
             f" {len(self.double_swaps):>7} {len(self.gaps):>5} {len(self.duplicates):>5}"
             f" {len(self.misreported):>11} {recovery:>10} {self.retried:>7} {self.reconnects:>10}"
-            f" {self.topic_repeats:>7}  {self.restarted}"
+            f" {self.topic_repeats:>7} {self.ambiguous:>9}  {self.restarted}"
         )
 
     def details(self, limit: int = 5) -> str:
@@ -64,7 +66,7 @@ class Findings:
 HEADER = (
     f"{'scenario':<22} {'orders':>6} {'accepted':>8} {'terminal':>8} {'lost':>5} {'doubles':>7} {'gaps':>5}"
     f" {'dups':>5} {'misreported':>11} {'recovery s':>10} {'retried':>7} {'reconnects':>10} {'resent':>7}"
-    "  restarted"
+    f" {'ambiguous':>9}  restarted"
 )
 
 
@@ -87,8 +89,15 @@ def check(history: History) -> Findings:
         retried=sum(1 for post in history.posts for answer in post.answers if _retried(answer)),
         reconnects=sum(follow.connections - 1 for follow in history.follows.values()),
         restarted=",".join(history.restarted),
+        ambiguous=sum(post.replayed_after_failure for post in history.posts),
     )
 
+    by_time = sorted(ended, key=lambda o: o["updated_at"] - o["created_at"], reverse=True)
+    findings.slowest = [
+        f"{(o['updated_at'] - o['created_at']).total_seconds():.1f} s "
+        + " > ".join(f"{e['status']}{'(' + e['error'] + ')' if e.get('error') else ''}" for e in o["logs"])
+        for o in by_time[:3]
+    ]
     for order_id in sorted(accepted):
         row = orders.get(order_id)
         follow = history.follows.get(order_id)

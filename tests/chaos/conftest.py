@@ -16,3 +16,4 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(findings.row())
         if findings.violations:
             terminalreporter.write_line(f"    {findings.details()}")
+        terminalreporter.write_line(f"    slowest: {'; '.join(findings.slowest)}")

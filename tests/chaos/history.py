@@ -39,6 +39,7 @@ class Post:
     key: str
     answers: list[int | str] = field(default_factory=list)
     order_ids: set[str] = field(default_factory=set)
+    replayed_after_failure: bool = False  # its order existed when an earlier attempt got no 2xx
 
     @property
     def accepted(self) -> bool:
@@ -109,6 +110,8 @@ class Clients:
             post.answers.append(response.status_code)
             if response.status_code == 202:
                 order_id = str(response.json()["orderId"])
+                if response.headers.get("idempotent-replayed") == "true" and not post.order_ids:
+                    post.replayed_after_failure = True
                 if not post.order_ids:
                     task = asyncio.create_task(self._follow(order_id))
                     self._tasks.add(task)
@@ -154,7 +157,9 @@ class Clients:
 
 async def record_outcome(stack: Stack, history: History) -> None:
     """Read what the engine and the venue say happened, once the run is over."""
-    rows = await fetch(stack.settings, "SELECT id, status, seq, logs, tx_hash, error, updated_at FROM orders")
+    rows = await fetch(
+        stack.settings, "SELECT id, status, seq, logs, tx_hash, error, created_at, updated_at FROM orders"
+    )
     history.orders = {str(r["id"]): dict(r) for r in rows}
     history.topic = await read_topic(stack, ORDER_STATUS)
     swaps = await fetch(stack.settings, "SELECT * FROM mock_dex_swaps WHERE kind = 'swap'")

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 import pytest
 
+from shared.config import Settings
 from tests.chaos.checker import RESULTS, Findings, check
 from tests.chaos.history import Clients, History, record_outcome
 from tests.fixtures.execution import wait_terminal
 from tests.fixtures.stack import Stack, create_stack, destroy_stack
-from tests.fixtures.throwaway import ThrowawayKafka, ThrowawayRedis
+from tests.fixtures.throwaway import CuttableLink, ThrowawayKafka, ThrowawayRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 
@@ -49,11 +50,14 @@ CHAOS = {
 
 @dataclass
 class Fault:
-    """What breaks and how it heals; `env` points the stack at anything the fault brings of its own."""
+    """What breaks and how it heals; `env` points the stack at anything the fault brings of its own, and
+    `prepare` readies the running stack for it."""
 
     inject: Callable[[Stack], Awaitable[None]]
     heal: Callable[[Stack], Awaitable[None]]
     env: dict[str, str]
+    prepare: Callable[[Stack], Awaitable[None]] | None = None
+    down_for_s: float = DOWN_FOR_S
 
 
 def sigkill(name: str, **env: str) -> Fault:
@@ -88,6 +92,31 @@ def redis_server(redis: ThrowawayRedis) -> Fault:
         await redis.start()
 
     return Fault(inject, heal, {"REDIS_URL": redis.url, "RATE_LIMIT": "1000000"})
+
+
+def commit_stall(link: CuttableLink, stalled: tuple[str, ...], stall_s: float) -> Fault:
+    """`stalled` services reach Postgres through `link`, which holds every byte for `stall_s`: statements
+    sent just before commit late, and answers of those that committed arrive after the client's timeout
+    (an ambiguous commit: the order exists, the client was told 503 and retries with its key). Swaps held
+    past their window meet the other executor's sweep settling them."""
+    host, port = Settings().database_address
+
+    async def prepare(stack: Stack) -> None:
+        proxied = stack.settings.database_url.replace(f"{host}:{port}", f"127.0.0.1:{link.port}")
+        for name in stalled:
+            stack.processes[name].stop()
+            stack.processes[name].env["DATABASE_URL"] = proxied
+            stack.processes[name].start()
+        await stack.wait_ready([name for name in stack.processes if name != "proxy"])
+
+    async def inject(_: Stack) -> None:
+        link.stall()
+
+    async def heal(_: Stack) -> None:
+        link.resume()
+
+    env = {"REPLICAS": "2", "SWAP_WINDOW_MS": "3000"}
+    return Fault(inject, heal, env, prepare=prepare, down_for_s=stall_s)
 
 
 def local_cluster() -> list[str]:
@@ -137,12 +166,14 @@ async def run_scenario(scenario: str, fault: Fault) -> Findings:
     stack = await create_stack(**{**CHAOS, **fault.env})
     history = History(scenario)
     try:
+        if fault.prepare is not None:
+            await fault.prepare(stack)
         async with supervised(stack, history.restarted):
             load = asyncio.create_task(Clients(stack, history).run(ORDERS, RATE))
             await asyncio.sleep(FAULT_AFTER_S)
             history.kill_at = time.time()
             await fault.inject(stack)
-            await asyncio.sleep(DOWN_FOR_S)
+            await asyncio.sleep(fault.down_for_s)
             await fault.heal(stack)
             await load
             accepted = [order_id for post in history.posts for order_id in post.order_ids]
@@ -192,6 +223,20 @@ async def test_redis_killed_breaks_no_invariant(infrastructure: object) -> None:
         assert_no_violation(await run_scenario("redis", redis_server(redis)))
     finally:
         redis.stop()
+
+
+async def test_postgres_answers_held_past_the_clients_timeout_break_no_invariant(
+    infrastructure: object,
+) -> None:
+    """Holes 1 and 2: an ambiguous commit never makes a second order for a key, and a swap whose commit
+    comes late is settled once, as the venue has it."""
+    link = CuttableLink(*Settings().database_address)
+    await link.start()
+    try:
+        fault = commit_stall(link, ("ingress", "executor"), stall_s=6.0)
+        assert_no_violation(await run_scenario("pg answers held 6 s", fault))
+    finally:
+        await link.cut()
 
 
 async def test_postgres_crashing_breaks_no_invariant(infrastructure: object) -> None:

@@ -26,6 +26,8 @@ def clean() -> History:
             "seq": 5,
             "tx_hash": f"tx-{n}",
             "error": None,
+            "logs": [{"seq": seq, "status": status} for seq, status in enumerate(STEPS, 1)],
+            "created_at": datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC),
             "updated_at": datetime(2026, 1, 1, 0, 0, 3, tzinfo=UTC),
         }
         history.topic += [{"orderId": order_id, "seq": seq} for seq in range(1, 6)]
@@ -64,6 +66,7 @@ def test_a_clean_history_has_no_findings() -> None:
     findings = check(clean())
     assert (findings.accepted, findings.terminal, findings.violations) == (2, 2, 0)
     assert findings.recovery_s == 3.0
+    assert findings.slowest[0] == "2.0 s pending > routing > building > submitted > confirmed"
 
 
 def test_copies_sent_again_on_the_topic_are_at_least_once_not_gaps() -> None:
