@@ -39,6 +39,7 @@ from shared.db import UNREACHABLE
 from shared.errors import QueueFull, ServiceUnavailable
 from shared.logging import get_logger
 from shared.metrics import ADMISSION_EXPECTED_WAIT, STAGE_BACKLOG
+from shared.outbox import SENDABLE
 
 logger = get_logger(__name__)
 
@@ -85,15 +86,16 @@ class Sample:
         )
 
 
-SAMPLE_SQL = """
+SAMPLE_SQL = f"""
 SELECT
     count(*) FILTER (WHERE status IN ('pending', 'routing')) AS routing,
     count(*) AS open,
     COALESCE(extract(epoch FROM clock_timestamp() - min(created_at) FILTER (
         WHERE status IN ('pending', 'routing', 'building') AND attempt <= 1)), 0)::float8 AS oldest_waiting_s,
     -- the oldest row is the first by id (ids are taken in commit order, near enough): one index probe
-    COALESCE((SELECT extract(epoch FROM clock_timestamp() - created_at) FROM outbox ORDER BY id LIMIT 1),
-             0)::float8 AS outbox_lag_s
+    -- (parked rows, which wait for an operator, are not lag: shared/outbox.py)
+    COALESCE((SELECT extract(epoch FROM clock_timestamp() - created_at) FROM outbox WHERE {SENDABLE}
+              ORDER BY id LIMIT 1), 0)::float8 AS outbox_lag_s
 FROM orders WHERE status NOT IN ('confirmed', 'failed')
 """
 

@@ -15,6 +15,10 @@ scenario shows it). Consumers drop a seq they have seen (docs/events.md).
 
 The relay runs in every process but publishes in only one at a time (an advisory lock), in id order, rows
 older than OUTBOX_RELAY_GRACE_MS: those whose writer died, or lost its connection to Kafka.
+
+A row Kafka refuses for good (too large, say) is parked (migration 009), not retried with its batch forever:
+the rest of the batch goes out, the relay skips it and the later rows of its order, and a writer that writes
+the order again tries it first.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from shared.config import Settings
 from shared.db import UNREACHABLE
 from shared.kafka import CORRELATION_HEADER
 from shared.logging import get_logger
+from shared.metrics import OUTBOX_PARKED
 from shared.topics import ORDER_STATUS, TopicSpec
 
 logger = get_logger(__name__)
@@ -78,6 +83,23 @@ def message_arrays(messages: Sequence[Message]) -> tuple[list[str], list[str], l
 
 
 DELETE_ROWS = "DELETE FROM outbox WHERE id = ANY($1::bigint[])"
+PARK_ROWS = (
+    "UPDATE outbox SET parked_at = now(), error = e.error"
+    " FROM unnest($1::bigint[], $2::text[]) AS e(id, error) WHERE outbox.id = e.id"
+)
+# A row the relay may send: not parked, and no earlier row of its order parked (it would skip a seq).
+SENDABLE = (
+    "outbox.parked_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox p"
+    " WHERE p.parked_at IS NOT NULL AND p.key = outbox.key AND p.id < outbox.id)"
+)
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a send round did: the rows Kafka acknowledged, and those it refused for good (with why)."""
+
+    acked: list[OutboxRow]
+    refused: list[tuple[OutboxRow, str]]
 
 
 class Outbox:
@@ -168,34 +190,70 @@ class Outbox:
         events = [row for row in rows if row.topic == ORDER_STATUS.name]
         commands = [row for row in rows if row.topic != ORDER_STATUS.name]
         done = list(carried)
+        held: set[str] = set()  # orders with a row refused: their later rows wait behind it
         if events:
-            await self._send(events)
-            done += [row.id for row in events]
+            sent = await self._send(events, held)
+            done += [row.id for row in sent.acked]
+            await self._park(sent.refused, db)
         if done:
             await db.execute(DELETE_ROWS, done)
         if not commands:
             return []
-        await self._send(commands)
-        ids = [row.id for row in commands]
+        sent = await self._send(commands, held)
+        await self._park(sent.refused, db)
+        ids = [row.id for row in sent.acked]
         if defer_commands:
             return ids
         await db.execute(DELETE_ROWS, ids)
         return []
 
-    async def _send(self, rows: Sequence[OutboxRow]) -> None:
-        """Send in order and wait for every acknowledgement (a row published twice is dropped by seq)."""
-        pending = []
+    async def _send(self, rows: Sequence[OutboxRow], held: set[str]) -> Sent:
+        """Send in order and wait for every acknowledgement (a row published twice is dropped by seq). A row
+        Kafka refuses for good is left out, and so are the later rows of its order (and of orders already in
+        `held`, which this adds to); a refusal that may pass (the broker away, a timeout) fails the round."""
+        pending: list[tuple[OutboxRow, asyncio.Future[object]]] = []
+        refused: list[tuple[OutboxRow, str]] = []
         for row in sorted(rows, key=lambda r: r.id):
+            if row.key in held:
+                continue
             headers = [(CORRELATION_HEADER, row.correlation_id.encode())] if row.correlation_id else []
-            pending.append(
-                await self._producer.send(
+            try:
+                sending = await self._producer.send(
                     self._settings.topic(row.topic),
                     value=row.payload.encode(),
                     key=row.key.encode(),
                     headers=headers,
                 )
-            )
-        await asyncio.wait_for(asyncio.gather(*pending), self._timeout_s)
+            except KafkaError as exc:
+                if exc.retriable:
+                    raise
+                refused.append((row, repr(exc)))
+                held.add(row.key)
+                continue
+            pending.append((row, sending))
+        outcomes = await asyncio.wait_for(
+            asyncio.gather(*(sending for _, sending in pending), return_exceptions=True), self._timeout_s
+        )
+        acked = []
+        for (row, _), outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, KafkaError) and not outcome.retriable:
+                refused.append((row, repr(outcome)))
+                held.add(row.key)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                acked.append(row)
+        return Sent(acked, refused)
+
+    async def _park(
+        self, refused: list[tuple[OutboxRow, str]], db: asyncpg.Pool | asyncpg.Connection
+    ) -> None:
+        if not refused:
+            return
+        for row, error in refused:
+            logger.error("outbox.row_parked", outboxId=row.id, topic=row.topic, orderId=row.key, error=error)
+        OUTBOX_PARKED.inc(len(refused))
+        await db.execute(PARK_ROWS, [row.id for row, _ in refused], [error for _, error in refused])
 
     async def relay_once(self) -> int:
         """Publish one batch of abandoned rows if no other relay is at it; returns how many."""
@@ -206,7 +264,7 @@ class Outbox:
                 records = await conn.fetch(
                     "SELECT id, topic, key, payload, correlation_id FROM outbox"
                     " WHERE created_at <= clock_timestamp() - make_interval(secs => $1::float8 / 1000)"
-                    " ORDER BY id LIMIT $2",
+                    f" AND {SENDABLE} ORDER BY id LIMIT $2",
                     self._settings.outbox_relay_grace_ms,
                     self._settings.outbox_batch_size,
                 )
