@@ -17,6 +17,7 @@ from ingress import service
 from ingress.auth import Principal, authenticate
 from ingress.ratelimit import Decision, RateLimiter
 from ingress.schemas import OrderAccepted, OrderView, PlaceOrder, Readiness
+from shared.clock import following_postgres
 from shared.config import Settings, get_settings
 from shared.db import create_pool, migrate
 from shared.errors import InvalidBody
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await migrate(settings.database_url)
             pool = await create_pool(settings.database_url, max_size=20)
             resources.push_async_callback(pool.close)
+            await resources.enter_async_context(following_postgres(pool))
             # A bounded pool that makes a request wait (up to DEPENDENCY_TIMEOUT_MS) for a free connection:
             # redis-py's default pool refuses past 100 connections, which a burst of POSTs reaches.
             redis = Redis.from_pool(

@@ -36,6 +36,7 @@ from notifier import repository
 from notifier.limits import ConnectionLimits, Refusal
 from notifier.service import Hub, Subscription
 from notifier.transport import EXTENSION, Link
+from shared.clock import following_postgres
 from shared.config import Settings, get_settings
 from shared.db import create_pool
 from shared.events import StatusEvent, utcnow
@@ -276,7 +277,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         await app.state.hub.start()
         try:
-            yield
+            async with following_postgres(app.state.pool):
+                yield
         finally:
             await app.state.hub.stop()
             await app.state.pool.close()

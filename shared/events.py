@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
@@ -18,6 +18,8 @@ from uuid import UUID
 import orjson
 from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
 from pydantic.alias_generators import to_camel
+
+from shared.clock import utcnow
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -55,15 +57,11 @@ class Dex(StrEnum):
     METEORA = "meteora"
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 async def sleep_until(instant: datetime, *, cap_s: float) -> None:
-    """Sleep until the wall clock has reached `instant`, for at most `cap_s`. An event loop's timer may fire
-    a little before its time (uvloop's are milliseconds), so the clock is read again after each sleep: a
-    caller that then checks `instant <= utcnow()` never finds itself early. The cap bounds the wait when
-    `instant` comes from a clock that runs ahead."""
+    """Sleep until the clock (Postgres's: shared/clock.py) has reached `instant`, for at most `cap_s`. An
+    event loop's timer may fire a little before its time (uvloop's are milliseconds), so the clock is read
+    again after each sleep: a caller that then checks `instant <= utcnow()` never finds itself early. The
+    cap bounds the wait when `instant` comes from a clock that runs ahead."""
     give_up = time.monotonic() + cap_s
     while (left := (instant - utcnow()).total_seconds()) > 0:
         budget = give_up - time.monotonic()

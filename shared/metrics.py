@@ -51,3 +51,7 @@ OUTBOX_PARKED = Counter(
     "outbox_rows_parked_total",
     "Outbox rows Kafka refused for good (too large, invalid topic), parked instead of retried: alert on any.",
 )
+CLOCK_OFFSET = Gauge(
+    "clock_offset_seconds", "How far Postgres's clock, which this process follows, is ahead of the host's."
+)
+CLOCK_SYNCS = Counter("clock_syncs_total", "Measurements of the offset to Postgres's clock.")

@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaProducer
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.clock import following_postgres
 from shared.config import Settings
 from shared.db import UNREACHABLE, create_pool
 from shared.dex import MockDex
@@ -255,6 +256,7 @@ class StageApp(faust.App, Generic[ServiceT]):
         # Ten connections serve thousands of jobs: a job holds one only for a statement, never while it
         # waits on a venue (and Postgres's connection slots are shared by every process).
         self._stage_pool = await create_pool(settings.database_url)
+        await self._stage_resources.enter_async_context(following_postgres(self._stage_pool))
         self._stage_producer = new_producer(settings)
         await self._stage_producer.start()
         steps = await self._stage_resources.enter_async_context(

@@ -74,3 +74,15 @@ async def test_the_dashboard_queries_only_metrics_that_services_export(stack: St
     assert wanted <= exported, (
         f"the dashboard queries metrics no service exports: {sorted(wanted - exported)}"
     )
+
+
+async def test_every_service_follows_postgres_clock(stack: Stack) -> None:
+    """Each process has measured its offset to Postgres's clock (one host here: it is next to nothing)."""
+    s = stack.settings
+    ports = (s.ingress_port, s.router_metrics_port, s.executor_metrics_port, s.notifier_port)
+    async with httpx.AsyncClient(timeout=5) as client:
+        for port in ports:
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+            values = dict(row.split() for row in text.splitlines() if row.startswith("clock_"))
+            assert float(values["clock_syncs_total"]) >= 1, (port, values)
+            assert abs(float(values["clock_offset_seconds"])) < 0.5, (port, values)
