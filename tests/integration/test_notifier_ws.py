@@ -17,9 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 import pytest
-from aiokafka import AIOKafkaProducer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -27,12 +25,9 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from shared.db import create_pool
 from shared.events import OrderStatus, StatusEvent, utcnow
-from shared.kafka import new_producer
-from shared.orders import OrderSteps, order_steps
-from shared.topics import ORDER_STATUS
-from tests.fixtures.orders import Publisher, metric_value
+from tests.fixtures.driver import Driver, driving
+from tests.fixtures.orders import metric_value
 from tests.fixtures.stack import Process, Stack, free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -44,59 +39,10 @@ LIFECYCLE = [S.ROUTING, S.BUILDING, S.SUBMITTED, S.CONFIRMED]
 # --- driving test-owned orders ------------------------------------------------------------------------
 
 
-class Driver:
-    """Creates orders and advances them like the stages: Postgres first, then `order.status`."""
-
-    def __init__(
-        self, stack: Stack, pool: asyncpg.Pool, producer: AIOKafkaProducer, steps: OrderSteps
-    ) -> None:
-        self.stack = stack
-        self.pool = pool
-        self.producer = producer
-        self.publisher = Publisher(producer, stack.settings)
-        self.steps = steps
-
-    async def create(self) -> str:
-        """An accepted order at seq 1 (pending), as ingress leaves it, that no router will ever take."""
-        order_id = uuid.uuid4()
-        pending = StatusEvent(
-            order_id=order_id, seq=1, status=S.PENDING, at=utcnow(), max_attempts=3, correlation_id="ws-test"
-        )
-        await self.pool.execute(
-            """INSERT INTO orders (id, type, token_in, token_out, amount_in, slippage, status, seq, logs,
-                                   correlation_id)
-               VALUES ($1, 'market', 'SOL', 'USDC', 1.5, 0.01, 'pending', 1, $2, 'ws-test')""",
-            order_id,
-            [pending.to_dict()],
-        )
-        await self.publisher.status(pending)
-        return str(order_id)
-
-    async def flood(self, events: list[StatusEvent]) -> None:
-        """Publish many events at once, in order (only the events; nothing is recorded in Postgres)."""
-        topic = self.stack.settings.topic(ORDER_STATUS.name)
-        sent = [await self.producer.send(topic, e.to_json(), key=str(e.order_id).encode()) for e in events]
-        await asyncio.gather(*sent)
-
-    async def advance(self, order_id: str, status: OrderStatus, **fields: Any) -> int:
-        order = await self.steps.load(uuid.UUID(order_id))
-        assert order is not None
-        updated = await self.steps.advance(order, status, **fields)
-        assert updated is not None
-        return updated.seq
-
-
 @pytest.fixture(scope="module")
 async def driver(stack: Stack) -> AsyncIterator[Driver]:
-    pool = await create_pool(stack.settings.database_url, max_size=4)
-    producer = new_producer(stack.settings)
-    await producer.start()
-    try:
-        async with order_steps(pool, producer, stack.settings) as steps:
-            yield Driver(stack, pool, producer, steps)
-    finally:
-        await producer.stop()
-        await pool.close()
+    async with driving(stack) as test_orders:
+        yield test_orders
 
 
 # --- extra notifier processes -------------------------------------------------------------------------
