@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test unit integration bench bench-quick lint format bootstrap infra-up infra-down infra-status migrate topics clean
+.PHONY: run test unit integration bench bench-quick lint audit format bootstrap infra-up infra-down infra-status migrate topics clean
 
 run: bootstrap
 	scripts/run.sh
@@ -30,6 +30,10 @@ lint: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy .
+
+# pip-audit over the pinned dependencies; skips (and says so) where the vulnerability service cannot answer.
+audit: bootstrap
+	$(PY) scripts/audit.py
 
 format: bootstrap
 	$(VENV)/bin/ruff format .
