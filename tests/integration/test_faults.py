@@ -206,7 +206,10 @@ async def test_an_order_committed_by_an_ingress_killed_before_publishing_still_c
     faults: Faults,
 ) -> None:
     """Given an ingress whose relay only polls (every 10 minutes), an accepted order sits committed in the
-    outbox; the process is SIGKILLed; a restarted ingress publishes it and the order completes."""
+    outbox; the process is SIGKILLed; a relay publishes that committed row and the order completes. The
+    executor's sweep would also finish it (it re-drives a stalled order with a new `orders` message): that
+    the topic holds exactly one message for the order, and the committed rows are gone, shows the relay
+    did it."""
     stack = faults.stack
     stack.processes["ingress"].stop()
     stack.start_service("ingress", OUTBOX_FAST_PATH="false", OUTBOX_POLL_INTERVAL_MS="600000")
@@ -227,3 +230,6 @@ async def test_an_order_committed_by_an_ingress_killed_before_publishing_still_c
     stack.start_service("ingress")
     await stack.wait_ready(["ingress"])
     assert await wait_terminal(stack, str(order_id)) in TERMINAL
+    assert len(await topic_messages(stack.settings, ORDERS, key=str(order_id))) == 1, "not a re-drive"
+    rows = await fetch(stack.settings, "SELECT count(*) AS n FROM outbox WHERE key = $1", str(order_id))
+    assert rows[0]["n"] == 0
