@@ -3,19 +3,9 @@ packages is a skip that says so, a clean audit passes."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
+from tests.fixtures.stack import load_script
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def audit() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("audit", ROOT / "scripts" / "audit.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+audit = load_script("audit")
 
 
 def test_a_known_vulnerability_fails_and_names_the_fix() -> None:
@@ -25,7 +15,7 @@ def test_a_known_vulnerability_fails_and_names_the_fix() -> None:
             {"name": "orjson", "version": "3.10", "vulns": []},
         ]
     }
-    code, lines = audit().verdict(report)
+    code, lines = audit.verdict(report)
     assert code == 1
     assert lines == [
         "aiohttp 3.0: GHSA-x (fixed in 3.9.4)",
@@ -35,10 +25,10 @@ def test_a_known_vulnerability_fails_and_names_the_fix() -> None:
 
 def test_a_service_that_knows_none_of_our_packages_is_a_skip_not_a_pass() -> None:
     report = {"dependencies": [{"name": "orjson", "skip_reason": "Dependency not found on PyPI"}]}
-    code, lines = audit().verdict(report)
+    code, lines = audit.verdict(report)
     assert code == 0 and lines[0].startswith("audit skipped:")
 
 
 def test_a_clean_audit_passes() -> None:
-    code, lines = audit().verdict({"dependencies": [{"name": "orjson", "version": "3.10", "vulns": []}]})
+    code, lines = audit.verdict({"dependencies": [{"name": "orjson", "version": "3.10", "vulns": []}]})
     assert (code, lines) == (0, ["audit: 1 packages checked, 0 unknown to the service, 0 vulnerable"])
