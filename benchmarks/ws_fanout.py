@@ -199,6 +199,7 @@ async def fanout(clients: int, processes: int = 4, pace: int = 200, limit_s: flo
         # (with a router that never heartbeated it assumes QUOTE_TIMEOUT_MS per quote).
         ADMISSION_MAX_WAIT_MS="3600000",
         WS_MAX_CONNECTIONS=str(clients + 100),
+        WS_MAX_PER_IP="0",  # every client is this host
         TOPIC_PARTITIONS="6",
         **paced,
     )

@@ -3,7 +3,8 @@
 At most `WS_MAX_PER_ORDER_IP` (3) concurrent connections per orderId per client IP, and at most
 `WS_MAX_CONNECTIONS` per process. Both are checked at the handshake, before anything is accepted or
 subscribed; the count is per process (a client spread over several notifiers could hold 3 on each; the proxy
-pins a client to one notifier only if configured to, see docs/architecture.md).
+pins a client to one notifier only if configured to, see docs/architecture.md). Across notifiers, a client IP
+holds at most WS_MAX_PER_IP sockets in all (notifier/iplimit.py, counted in Redis).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from uuid import UUID
 class Refusal(StrEnum):
     PER_ORDER_IP = "per_order_ip"
     PROCESS_FULL = "process_full"
+    PER_IP = "per_ip"  # across every notifier (notifier/iplimit.py)
 
 
 class ConnectionLimits:

@@ -29,10 +29,12 @@ from uuid import UUID
 import asyncpg
 import orjson
 from fastapi import FastAPI, Request, WebSocket
+from redis.asyncio import Redis
 from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from notifier import repository
+from notifier.iplimit import IpLeases
 from notifier.limits import ConnectionLimits, Refusal
 from notifier.service import Hub, Subscription
 from notifier.transport import EXTENSION, Link
@@ -275,12 +277,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.limits = ConnectionLimits(
             per_order_ip=settings.ws_max_per_order_ip, per_process=settings.ws_max_connections
         )
+        redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        app.state.ip_leases = None
+        if settings.ws_max_per_ip:
+            app.state.ip_leases = IpLeases(
+                redis, limit=settings.ws_max_per_ip, key_prefix=settings.redis_key_prefix
+            )
+            app.state.ip_leases.start()
         await app.state.hub.start()
         try:
             async with following_postgres(app.state.pool):
                 yield
         finally:
             await app.state.hub.stop()
+            if app.state.ip_leases is not None:
+                await app.state.ip_leases.stop()
+            await redis.aclose()
             await app.state.pool.close()
 
     app = FastAPI(title="Order execution engine: notifier", version="1", lifespan=lifespan)
@@ -306,6 +318,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if refusal is not None:
             await ws.send_denial_response(_refusal_response(refusal, settings))
             return
+        leases: IpLeases | None = ws.app.state.ip_leases
+        lease = await leases.acquire(ip) if leases is not None else ""
+        if lease is None:
+            limits.release(ip, order_id)
+            await ws.send_denial_response(_refusal_response(Refusal.PER_IP, settings))
+            return
         hub: Hub = ws.app.state.hub
         try:
             subscription = hub.subscribe(order_id)  # before the snapshot: see notifier.service
@@ -327,6 +345,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 hub.unsubscribe(subscription)
         finally:
             limits.release(ip, order_id)
+            if leases is not None:
+                await leases.release(ip, lease)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -351,6 +371,10 @@ def _refusal_response(refusal: Refusal, settings: Settings) -> Response:
             429,
             "rate_limited",
             f"at most {settings.ws_max_per_order_ip} concurrent connections per order per client",
+        )
+    if refusal is Refusal.PER_IP:
+        return error_response(
+            429, "rate_limited", f"at most {settings.ws_max_per_ip} concurrent connections per client"
         )
     response = error_response(503, "service_unavailable", "this notifier is at its connection limit")
     response.headers["Retry-After"] = "1"

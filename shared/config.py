@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     # TRUSTED_PROXIES (ingress block) decides whose X-Forwarded-For names the client.
     ws_max_connections: int = Field(5000, ge=1, description="WebSocket connections per notifier process.")
     ws_max_per_order_ip: int = Field(3, ge=1, description="Concurrent WebSockets per orderId per client IP.")
+    ws_max_per_ip: int = Field(
+        1000, ge=0, description="Concurrent WebSockets per client IP across every notifier (Redis); 0: off."
+    )
     ws_send_queue: int = Field(256, ge=1, description="Events queued per WebSocket client before it is cut.")
     ws_write_buffer_bytes: int = Field(
         65536, ge=1024, description="Unsent bytes per WebSocket socket before sends wait (then time out)."
