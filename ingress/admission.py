@@ -40,6 +40,7 @@ from shared.errors import QueueFull, ServiceUnavailable
 from shared.logging import get_logger
 from shared.metrics import ADMISSION_EXPECTED_WAIT, STAGE_BACKLOG
 from shared.outbox import SENDABLE
+from shared.tasks import cancel_and_wait
 
 logger = get_logger(__name__)
 
@@ -133,10 +134,7 @@ class Admission:
         self._task = asyncio.create_task(self._run(), name="admission-sampler")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     @contextlib.contextmanager
     def in_progress(self) -> Iterator[None]:

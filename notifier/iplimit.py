@@ -12,7 +12,6 @@ Redis being unreachable fails open, as the ingress's rate limit does: the per-pr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections import defaultdict
 
@@ -20,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.logging import get_logger
+from shared.tasks import cancel_and_wait
 
 logger = get_logger(__name__)
 
@@ -94,10 +94,7 @@ class IpLeases:
         self._task = asyncio.create_task(self._renew_forever(), name="ws-ip-leases")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     async def _renew_forever(self) -> None:
         while True:

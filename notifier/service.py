@@ -15,7 +15,6 @@ the notifier says so on /ready (503) and in its log, instead of serving heartbea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import defaultdict
 from uuid import UUID
 
@@ -25,6 +24,7 @@ from shared.config import Settings
 from shared.events import StatusEvent
 from shared.kafka import topic_partitions
 from shared.logging import get_logger
+from shared.tasks import cancel_and_wait
 from shared.topics import ORDER_STATUS
 
 logger = get_logger(__name__)
@@ -125,9 +125,6 @@ class Hub:
             raise
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         if self._consumer is not None:
             await self._consumer.stop()

@@ -277,9 +277,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.limits = ConnectionLimits(
             per_order_ip=settings.ws_max_per_order_ip, per_process=settings.ws_max_connections
         )
-        redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        redis = (
+            Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+            if settings.ws_max_per_ip
+            else None
+        )
         app.state.ip_leases = None
-        if settings.ws_max_per_ip:
+        if redis is not None:
             app.state.ip_leases = IpLeases(
                 redis, limit=settings.ws_max_per_ip, key_prefix=settings.redis_key_prefix
             )
@@ -292,7 +296,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.hub.stop()
             if app.state.ip_leases is not None:
                 await app.state.ip_leases.stop()
-            await redis.aclose()
+            if redis is not None:
+                await redis.aclose()
             await app.state.pool.close()
 
     app = FastAPI(title="Order execution engine: notifier", version="1", lifespan=lifespan)

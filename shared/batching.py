@@ -11,7 +11,6 @@ one at a time, so a caller's next write always follows its previous one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -19,6 +18,7 @@ from typing import Generic, TypeVar
 import asyncpg
 
 from shared.outbox import Outbox, OutboxRow
+from shared.tasks import cancel_and_wait
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
@@ -58,10 +58,7 @@ class GroupCommit(Generic[ItemT, ResultT]):
         self._task = asyncio.create_task(self._run(), name=f"group-commit-{self._name}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
         for _, future in self._queue:
             if not future.done():
                 future.set_exception(asyncio.CancelledError())

@@ -22,6 +22,7 @@ import asyncpg
 from shared.db import UNREACHABLE
 from shared.logging import get_logger
 from shared.metrics import CLOCK_OFFSET, CLOCK_SYNCS
+from shared.tasks import cancel_and_wait
 
 logger = get_logger(__name__)
 
@@ -66,11 +67,11 @@ async def following_postgres(pool: asyncpg.Pool) -> AsyncIterator[None]:
 
     async def keep_in_sync() -> None:
         while True:
+            await asyncio.sleep(CLOCK_SYNC_INTERVAL_S)
             try:
                 await sync(pool)
             except (asyncpg.PostgresError, *UNREACHABLE) as exc:
                 logger.warning("clock.sync_failed", error=repr(exc))
-            await asyncio.sleep(CLOCK_SYNC_INTERVAL_S)
 
     with contextlib.suppress(asyncpg.PostgresError, *UNREACHABLE):
         offset = await sync(pool)
@@ -79,6 +80,4 @@ async def following_postgres(pool: asyncpg.Pool) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)

@@ -24,7 +24,6 @@ the order again tries it first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from shared.db import UNREACHABLE
 from shared.kafka import CORRELATION_HEADER
 from shared.logging import get_logger
 from shared.metrics import OUTBOX_PARKED
+from shared.tasks import cancel_and_wait
 from shared.topics import ORDER_STATUS, TopicSpec
 
 logger = get_logger(__name__)
@@ -122,11 +122,7 @@ class Outbox:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
 
     async def write(self, messages: Sequence[Message]) -> None:
         """Messages that change no order (a re-drive): into the table, then out like any other row."""
