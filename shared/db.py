@@ -108,6 +108,15 @@ async def _keep_session(_: asyncpg.Connection) -> None:
     `pg_advisory_xact_lock`) or on a connection of its own (`connect`), never on a pool connection."""
 
 
+def application_name(dsn: str, environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Name our pool connections after this process (`pg_stat_activity.application_name`), so an operator
+    (or the chaos suite) can tell which process holds a connection or a lock; a name the user gave, in the
+    URL or PGAPPNAME, wins."""
+    if "application_name" in parse_qs(urlsplit(dsn).query) or environ.get("PGAPPNAME"):
+        return {}
+    return {"server_settings": {"application_name": f"order-engine pid {os.getpid()}"}}
+
+
 async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
     """A pool whose connections speak JSONB as Python objects; commands time out instead of hanging;
     release costs no round trip (see `_keep_session`)."""
@@ -120,6 +129,7 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
         init=_init_connection,
         reset=_keep_session,
         **connect_options(dsn),
+        **application_name(dsn, os.environ),
     )
     assert pool is not None
     return pool

@@ -1,7 +1,7 @@
 """The chaos suite: 500 orders at ~50/s from clients that retry and reconnect as integrators do, one fault
-injected mid-run (a SIGKILLed service, the Kafka broker killed, Postgres crashed) and healed a moment later,
-then the offline checker over what was recorded (tests/chaos/checker.py). As under `make run`'s supervisor,
-a service that exits meanwhile is started again.
+injected mid-run (a SIGKILLed service or relay, the Kafka broker killed, Postgres crashed or stalled, Redis
+killed) and healed a moment later, then the offline checker over what was recorded (tests/chaos/checker.py).
+As under `make run`'s supervisor, a service that exits meanwhile is started again.
 
 The session ends with the table of every scenario (tests/chaos/conftest.py); the bar is zero in every
 violation column."""
@@ -18,10 +18,12 @@ from dataclasses import dataclass
 import pytest
 
 from shared.config import Settings
+from shared.outbox import RELAY_LOCK
 from tests.chaos.checker import RESULTS, Findings, check
 from tests.chaos.history import Clients, History, record_outcome
 from tests.fixtures.execution import wait_terminal
-from tests.fixtures.stack import Stack, create_stack, destroy_stack
+from tests.fixtures.orders import fetch
+from tests.fixtures.stack import Stack, create_stack, destroy_stack, wait_for
 from tests.fixtures.throwaway import CuttableLink, ThrowawayKafka, ThrowawayRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
@@ -119,6 +121,34 @@ def commit_stall(link: CuttableLink, stalled: tuple[str, ...], stall_s: float) -
     return Fault(inject, heal, env, prepare=prepare, down_for_s=stall_s)
 
 
+RELAY_HOLDER = """
+SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.objid = $1 AND l.granted
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
+
+
+def relay_holder() -> Fault:
+    """Every row goes out through the relay (no writer sends its own), and the process holding the relay's
+    lock is SIGKILLed in the middle of a pass: its rows must go out from the next holder."""
+
+    async def inject(stack: Stack) -> None:
+        by_pid = {proc.popen.pid: name for name, proc in stack.processes.items() if proc.popen is not None}
+
+        async def holder() -> str | None:
+            rows = await fetch(stack.settings, RELAY_HOLDER, RELAY_LOCK)
+            names = [by_pid.get(int(r["application_name"].rsplit(" ", 1)[-1])) for r in rows]
+            return next((name for name in names if name is not None), None)
+
+        stack.processes[await wait_for(holder, timeout=10, interval=0.01, what="a relay pass")].kill()
+
+    async def heal(_: Stack) -> None:
+        pass
+
+    env = {"OUTBOX_FAST_PATH": "false", "OUTBOX_RELAY_GRACE_MS": "0", "OUTBOX_POLL_INTERVAL_MS": "100"}
+    return Fault(inject, heal, env)
+
+
 def local_cluster() -> list[str]:
     """The version and name of the local PostgreSQL cluster that `scripts/infra.py` runs."""
     listed = subprocess.run(["pg_lsclusters", "--no-header"], capture_output=True, text=True, check=True)
@@ -205,6 +235,10 @@ async def test_a_sigkilled_service_breaks_no_invariant(
     infrastructure: object, scenario: str, victim: str, env: dict[str, str]
 ) -> None:
     assert_no_violation(await run_scenario(scenario, sigkill(victim, **env)))
+
+
+async def test_the_relay_killed_mid_pass_breaks_no_invariant(infrastructure: object) -> None:
+    assert_no_violation(await run_scenario("relay (lock holder)", relay_holder()))
 
 
 async def test_the_kafka_broker_killed_breaks_no_invariant(infrastructure: object) -> None:

@@ -1,10 +1,13 @@
-"""When the project's connections use TLS: plain to a server on this machine, the user's sslmode always."""
+"""When the project's connections use TLS (plain to a server on this machine, the user's sslmode always), and
+how they are named."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from shared.db import connect_options, is_local_host, tls_choice
+from shared.db import application_name, connect_options, is_local_host, tls_choice
 
 BASE = "postgres://user:password@{host}/order_engine"
 
@@ -71,3 +74,10 @@ def test_connect_options_turn_tls_off_only_when_the_choice_says_so(monkeypatch: 
 )
 def test_is_local_host(host: str, local: bool) -> None:
     assert is_local_host(host) is local
+
+
+def test_pool_connections_carry_the_process_id_unless_the_user_named_them() -> None:
+    named = application_name(BASE.format(host="localhost"), {})
+    assert named == {"server_settings": {"application_name": f"order-engine pid {os.getpid()}"}}
+    assert application_name(BASE.format(host="localhost") + "?application_name=mine", {}) == {}
+    assert application_name(BASE.format(host="localhost"), {"PGAPPNAME": "mine"}) == {}
