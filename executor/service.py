@@ -23,7 +23,7 @@ from uuid import UUID
 import asyncpg
 
 from executor import repository
-from shared.db import UNREACHABLE
+from shared.db import UNREACHABLE, exclusive
 from shared.dex import MockDex, SwapResult
 from shared.errors import BlockhashExpired, DexError, SlippageExceeded
 from shared.events import OrderPlaced, OrderStatus, utcnow
@@ -162,13 +162,9 @@ class ExecutorService:
         """Finish what nobody is finishing: settled submissions, overdue orders, stalled steps. One executor
         sweeps at a time (an advisory lock: replicas do not repeat each other's work, and a dead one's lock
         goes with its connection); one order that fails does not stop the others."""
-        async with self._pool.acquire() as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", SWEEP_LOCK):
-                return
-            try:
+        async with exclusive(self._pool, SWEEP_LOCK) as held:
+            if held is not None:
                 await self._sweep_once()
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", SWEEP_LOCK)
 
     async def _sweep_once(self) -> None:
         deadline_ms = self._steps.deadline_ms

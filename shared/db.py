@@ -8,7 +8,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -133,6 +134,27 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
     )
     assert pool is not None
     return pool
+
+
+@asynccontextmanager
+async def exclusive(pool: asyncpg.Pool, key: int) -> AsyncIterator[asyncpg.Connection | None]:
+    """The session advisory lock `key`, on one pool connection, for the block: the connection, or None when
+    another session holds the lock. A pool connection must not keep session state (`_keep_session`), so
+    the lock is released however the block ends, and if the release itself fails (a broken connection, a
+    second cancellation) the connection is terminated, which releases it too, rather than going back to the
+    pool still holding the lock (the relay or the sweep would then be stuck cluster-wide)."""
+    async with pool.acquire() as conn:
+        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+            yield None
+            return
+        try:
+            yield conn
+        finally:
+            try:
+                await conn.execute("SELECT pg_advisory_unlock($1)", key)
+            except BaseException:
+                conn.terminate()
+                raise
 
 
 async def migrate(dsn: str) -> list[str]:

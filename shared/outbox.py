@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from shared.config import Settings
-from shared.db import UNREACHABLE
+from shared.db import UNREACHABLE, exclusive
 from shared.kafka import CORRELATION_HEADER
 from shared.logging import get_logger
 from shared.metrics import OUTBOX_PARKED
@@ -253,24 +253,21 @@ class Outbox:
 
     async def relay_once(self) -> int:
         """Publish one batch of abandoned rows if no other relay is at it; returns how many."""
-        async with self._pool.acquire() as conn:
-            if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", RELAY_LOCK):
+        async with exclusive(self._pool, RELAY_LOCK) as conn:
+            if conn is None:
                 return 0
-            try:
-                records = await conn.fetch(
-                    "SELECT id, topic, key, payload, correlation_id FROM outbox"
-                    " WHERE created_at <= clock_timestamp() - make_interval(secs => $1::float8 / 1000)"
-                    f" AND {SENDABLE} ORDER BY id LIMIT $2",
-                    self._settings.outbox_relay_grace_ms,
-                    self._settings.outbox_batch_size,
-                )
-                rows = [OutboxRow.from_record(r) for r in records]
-                if rows:
-                    await self._publish(rows, conn)
-                    logger.info("outbox.relayed", rows=len(rows))
-                return len(rows)
-            finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", RELAY_LOCK)
+            records = await conn.fetch(
+                "SELECT id, topic, key, payload, correlation_id FROM outbox"
+                " WHERE created_at <= clock_timestamp() - make_interval(secs => $1::float8 / 1000)"
+                f" AND {SENDABLE} ORDER BY id LIMIT $2",
+                self._settings.outbox_relay_grace_ms,
+                self._settings.outbox_batch_size,
+            )
+            rows = [OutboxRow.from_record(r) for r in records]
+            if rows:
+                await self._publish(rows, conn)
+                logger.info("outbox.relayed", rows=len(rows))
+            return len(rows)
 
     async def _relay_forever(self) -> None:
         interval_s = self._settings.outbox_poll_interval_ms / 1000

@@ -1,14 +1,17 @@
 """The pool's connections to the local Postgres are plain by default and TLS when DATABASE_URL asks for it
-(Debian's Postgres has ssl=on, so asyncpg's default `prefer` would encrypt them)."""
+(Debian's Postgres has ssl=on, so asyncpg's default `prefer` would encrypt them); what a release keeps and
+what it does not; the advisory lock a pool user may hold (`exclusive`)."""
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from shared.config import Settings
-from shared.db import connect_options, create_pool
+from shared.db import connect, connect_options, create_pool, exclusive
+from tests.fixtures.stack import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -69,5 +72,68 @@ async def test_session_settings_outlive_a_release_so_pool_users_set_them_locally
             await conn.execute("SET application_name = 'leaked'")
         async with pool.acquire() as conn:
             assert await conn.fetchval("SHOW application_name") == "leaked"
+    finally:
+        await pool.close()
+
+
+LOCK = 7_306_999  # no lock of the engine's
+
+
+async def lock_is_free(dsn: str) -> bool:
+    """Whether another session can take LOCK now (and gives it back)."""
+    conn = await connect(dsn, jsonb=False)
+    try:
+        taken = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", LOCK))
+        if taken:
+            await conn.execute("SELECT pg_advisory_unlock($1)", LOCK)
+        return taken
+    finally:
+        await conn.close()
+
+
+async def test_exclusive_holds_the_lock_for_its_block_only_however_the_block_ends(
+    infrastructure: Settings,
+) -> None:
+    dsn = infrastructure.database_url
+    pool = await create_pool(dsn, max_size=2)
+    try:
+        async with exclusive(pool, LOCK) as held:
+            assert held is not None and not await lock_is_free(dsn)
+            async with exclusive(pool, LOCK) as second:
+                assert second is None, "one holder at a time, even within a process"
+        assert await lock_is_free(dsn)
+        with pytest.raises(RuntimeError):
+            async with exclusive(pool, LOCK):
+                raise RuntimeError("the block failed")
+        assert await lock_is_free(dsn)
+    finally:
+        await pool.close()
+
+
+async def test_exclusive_never_returns_a_connection_to_the_pool_still_holding_the_lock(
+    infrastructure: Settings,
+) -> None:
+    """A task cancelled in its block, then again while the lock is being released: the connection that
+    could not release it is terminated, and the lock goes with it."""
+    dsn = infrastructure.database_url
+    pool = await create_pool(dsn, max_size=1)
+    inside = asyncio.Event()
+
+    async def holder() -> None:
+        async with exclusive(pool, LOCK):
+            inside.set()
+            await asyncio.Event().wait()
+
+    try:
+        task = asyncio.create_task(holder())
+        await inside.wait()
+        task.cancel()
+        await asyncio.sleep(0)  # the first cancellation lands; the release is now in flight
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await wait_for(lambda: lock_is_free(dsn), timeout=5, what="the lock released with its session")
+        async with pool.acquire() as conn:  # the pool still works: it replaced the terminated connection
+            assert await conn.fetchval("SELECT 1") == 1
     finally:
         await pool.close()
