@@ -78,8 +78,8 @@ def check(history: History) -> Findings:
     orders = history.orders
     ended = [o for o in (orders.get(i) for i in accepted) if o is not None and o["status"] in TERMINAL]
     recovery_s = None
-    if history.kill_at is not None and ended:
-        recovery_s = max(0.0, max(o["updated_at"].timestamp() for o in ended) - history.kill_at)
+    if history.fault_at is not None and ended:
+        recovery_s = max(0.0, max(o["updated_at"].timestamp() for o in ended) - history.fault_at)
     findings = Findings(
         history.scenario,
         len(history.posts),
@@ -102,7 +102,11 @@ def check(history: History) -> Findings:
         row = orders.get(order_id)
         follow = history.follows.get(order_id)
         if row is None or row["status"] not in TERMINAL or follow is None or follow.terminal is None:
-            findings.lost.append(order_id)
+            state = row["status"] if row is not None else "not in Postgres"
+            seen = "no client"
+            if follow is not None:
+                seen = f"client saw {follow.statuses[-1:]} ({follow.note or 'no error'})"
+            findings.lost.append(f"{order_id} {state}, {seen}")
 
     _double_swaps(history, findings)
     _gaps(history, accepted, findings)

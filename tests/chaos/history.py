@@ -41,10 +41,6 @@ class Post:
     order_ids: set[str] = field(default_factory=set)
     replayed_after_failure: bool = False  # its order existed when an earlier attempt got no 2xx
 
-    @property
-    def accepted(self) -> bool:
-        return bool(self.order_ids)
-
 
 @dataclass
 class Follow:
@@ -54,7 +50,7 @@ class Follow:
     seqs: list[int] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
     connections: int = 0
-    note: str = ""
+    note: str = ""  # why its last connection ended, if not with the terminal status
 
     @property
     def terminal(self) -> str | None:
@@ -66,7 +62,7 @@ class History:
     scenario: str
     posts: list[Post] = field(default_factory=list)
     follows: dict[str, Follow] = field(default_factory=dict)
-    kill_at: float | None = None  # wall time of the fault
+    fault_at: float | None = None  # wall time of the fault
     restarted: list[str] = field(default_factory=list)  # services the supervisor started again
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)  # Postgres's view, by order id
     topic: list[dict[str, Any]] = field(default_factory=list)  # `order.status`, in the order it was read

@@ -201,7 +201,7 @@ async def run_scenario(scenario: str, fault: Fault) -> Findings:
         async with supervised(stack, history.restarted):
             load = asyncio.create_task(Clients(stack, history).run(ORDERS, RATE))
             await asyncio.sleep(FAULT_AFTER_S)
-            history.kill_at = time.time()
+            history.fault_at = time.time()
             await fault.inject(stack)
             await asyncio.sleep(fault.down_for_s)
             await fault.heal(stack)

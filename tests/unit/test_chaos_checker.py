@@ -17,7 +17,7 @@ STEPS = ["pending", "routing", "building", "submitted", "confirmed"]
 
 def clean() -> History:
     """Two orders, each confirmed in five steps, seen once by its client, swapped once by the venue."""
-    history = History("planted", kill_at=datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+    history = History("planted", fault_at=datetime(2026, 1, 1, tzinfo=UTC).timestamp())
     for n, order_id in enumerate((A, B)):
         history.posts.append(Post(f"key-{n}", [202], {order_id}))
         history.follows[order_id] = Follow(order_id, [1, 2, 3, 4, 5], list(STEPS), 1)
