@@ -118,15 +118,17 @@ def application_name(dsn: str, environ: Mapping[str, str]) -> dict[str, dict[str
     return {"server_settings": {"application_name": f"order-engine pid {os.getpid()}"}}
 
 
-async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 1, max_size: int = 10, command_timeout_s: float = COMMAND_TIMEOUT_S
+) -> asyncpg.Pool:
     """A pool whose connections speak JSONB as Python objects; commands time out instead of hanging;
     release costs no round trip (see `_keep_session`)."""
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        command_timeout=COMMAND_TIMEOUT_S,
-        timeout=COMMAND_TIMEOUT_S,
+        command_timeout=command_timeout_s,
+        timeout=command_timeout_s,
         init=_init_connection,
         reset=_keep_session,
         **connect_options(dsn),
@@ -140,11 +142,19 @@ async def create_pool(dsn: str, *, min_size: int = 1, max_size: int = 10) -> asy
 async def exclusive(pool: asyncpg.Pool, key: int) -> AsyncIterator[asyncpg.Connection | None]:
     """The session advisory lock `key`, on one pool connection, for the block: the connection, or None when
     another session holds the lock. A pool connection must not keep session state (`_keep_session`), so
-    the lock is released however the block ends, and if the release itself fails (a broken connection, a
-    second cancellation) the connection is terminated, which releases it too, rather than going back to the
-    pool still holding the lock (the relay or the sweep would then be stuck cluster-wide)."""
+    the lock is released however the block ends; and if taking it or releasing it fails (a timeout, a broken
+    connection, a second cancellation) the connection is terminated, which releases it too, rather than
+    going back to the pool perhaps holding it (the relay or the sweep would then be stuck cluster-wide:
+    other sessions' try-locks fail, and the holder's own succeed on top of the level it leaked)."""
     async with pool.acquire() as conn:
-        if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
+        try:
+            taken = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+        except BaseException:
+            # Timed out or cancelled: the try-lock may have run and its answer be on the way, so the session
+            # may hold the lock; the pool would take the connection back once the answer came.
+            conn.terminate()
+            raise
+        if not taken:
             yield None
             return
         try:

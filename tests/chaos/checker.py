@@ -34,6 +34,7 @@ class Findings:
     restarted: str = ""  # services the supervisor started again
     topic_repeats: int = 0  # events on `order.status` sent again (allowed; consumers drop a seq seen)
     ambiguous: int = 0  # keys told an error although their order was made: a retry replayed it
+    unanswered: Counter[str] = field(default_factory=Counter)  # what keys never answered 2xx were told
     slowest: list[str] = field(default_factory=list)  # the accepted orders that took longest, and how
     lost: list[str] = field(default_factory=list)
     double_swaps: list[str] = field(default_factory=list)
@@ -56,6 +57,8 @@ class Findings:
 
     def details(self, limit: int = 5) -> str:
         parts = []
+        if self.unanswered:
+            parts.append(f"keys never accepted were told: {dict(self.unanswered.most_common(limit))}")
         for name in ("lost", "double_swaps", "gaps", "duplicates", "misreported"):
             found: list[str] = getattr(self, name)
             if found:
@@ -90,6 +93,7 @@ def check(history: History) -> Findings:
         reconnects=sum(follow.connections - 1 for follow in history.follows.values()),
         restarted=",".join(history.restarted),
         ambiguous=sum(post.replayed_after_failure for post in history.posts),
+        unanswered=Counter(str(a) for post in history.posts if not post.order_ids for a in post.answers),
     )
 
     by_time = sorted(ended, key=lambda o: o["updated_at"] - o["created_at"], reverse=True)

@@ -12,6 +12,7 @@ import pytest
 from shared.config import Settings
 from shared.db import connect, connect_options, create_pool, exclusive
 from tests.fixtures.stack import wait_for
+from tests.fixtures.throwaway import CuttableLink
 
 pytestmark = pytest.mark.integration
 
@@ -137,3 +138,34 @@ async def test_exclusive_never_returns_a_connection_to_the_pool_still_holding_th
             assert await conn.fetchval("SELECT 1") == 1
     finally:
         await pool.close()
+
+
+async def test_exclusive_lets_go_of_a_lock_granted_after_its_caller_stopped_waiting(
+    infrastructure: Settings,
+) -> None:
+    """The try-lock ran, but its answer came after the command timeout: the session holds the lock all the
+    same, so its connection is terminated, not returned to the pool holding it. (The chaos suite's Postgres
+    stall once left the relay's lock so, on an idle pool connection: no relay anywhere, and every ingress
+    refusing orders as "not reaching Kafka" until the clients gave up.)"""
+    dsn = infrastructure.database_url
+    link = CuttableLink(*infrastructure.database_address)
+    await link.start()
+    host, port = infrastructure.database_address
+    pool = await create_pool(dsn.replace(f"{host}:{port}", f"127.0.0.1:{link.port}"), command_timeout_s=1.0)
+    try:
+        async with exclusive(pool, LOCK):  # once, so the try-lock's statement is prepared: no round trip
+            pass  # left to time out before it is sent to run
+        link.stall(answers_only=True)
+        # The answer comes while the pool waits (up to the command timeout) for the timed-out query to end,
+        # so the pool would take the connection back as it is.
+        asyncio.get_running_loop().call_later(1.5, link.resume)
+        with pytest.raises(TimeoutError):
+            async with exclusive(pool, LOCK):
+                pytest.fail("the lock's answer came too late: the block must not run")
+        await wait_for(lambda: lock_is_free(dsn), timeout=5, what="the lock released with its session")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        link.resume()
+        await pool.close()
+        await link.cut()
