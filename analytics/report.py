@@ -48,6 +48,8 @@ class Report:
         finals = [f for f in self.orders.values() if f.latest is not None and f.latest.status.terminal]
         confirmed = [f for f in finals if f.latest and f.latest.status is OrderStatus.CONFIRMED]
         failed = [f for f in finals if f.latest and f.latest.status is OrderStatus.FAILED]
+        cancelled = [f for f in finals if f.latest and f.latest.status is OrderStatus.CANCELLED]
+        executed = len(confirmed) + len(failed)  # a cancelled order never reached the venue
         latencies = sorted(
             (f.latest.at - f.created_at).total_seconds()
             for f in finals
@@ -60,7 +62,8 @@ class Report:
             "open": len(self.orders) - len(finals),
             "confirmed": len(confirmed),
             "failed": len(failed),
-            "fillRate": round(len(confirmed) / len(finals), 4) if finals else None,
+            "cancelled": len(cancelled),
+            "fillRate": round(len(confirmed) / executed, 4) if executed else None,
             "dexShare": dict(Counter(f.latest.dex.value for f in confirmed if f.latest and f.latest.dex)),
             "failureReasons": dict(Counter((f.latest.error or "unknown") for f in failed if f.latest)),
             "latencySeconds": percentiles(latencies),
@@ -119,7 +122,8 @@ def render(summary: dict[str, Any]) -> str:
         f" {summary['duplicateEvents']} repeated)",
         f"confirmed       {summary['confirmed']}",
         f"failed          {summary['failed']}",
-        f"fill rate       {summary['fillRate'] if summary['fillRate'] is not None else '-'}",
+        f"cancelled       {summary['cancelled']}",
+        f"fill rate       {'-' if summary['fillRate'] is None else summary['fillRate']} (of orders executed)",
         "dex share       " + (", ".join(f"{k} {v}" for k, v in sorted(summary["dexShare"].items())) or "-"),
         "failure reasons "
         + (", ".join(f"{k} {v}" for k, v in sorted(summary["failureReasons"].items())) or "-"),

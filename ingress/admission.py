@@ -37,6 +37,7 @@ import asyncpg
 from shared.config import Settings
 from shared.db import UNREACHABLE
 from shared.errors import QueueFull, ServiceUnavailable
+from shared.events import OPEN_ORDER_SQL
 from shared.logging import get_logger
 from shared.metrics import ADMISSION_EXPECTED_WAIT, STAGE_BACKLOG
 from shared.outbox import SENDABLE
@@ -97,7 +98,7 @@ SELECT
     -- (parked rows, which wait for an operator, are not lag: shared/outbox.py)
     COALESCE((SELECT extract(epoch FROM clock_timestamp() - created_at) FROM outbox WHERE {SENDABLE}
               ORDER BY id LIMIT 1), 0)::float8 AS outbox_lag_s
-FROM orders WHERE status NOT IN ('confirmed', 'failed')
+FROM orders WHERE {OPEN_ORDER_SQL}
 """
 
 MEMBERS_SQL = """

@@ -6,21 +6,22 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.responses import Response
 
 from ingress import service
 from ingress.auth import Principal, authenticate
 from ingress.ratelimit import Decision, RateLimiter
-from ingress.schemas import OrderAccepted, OrderView, PlaceOrder, Readiness
+from ingress.schemas import OrderAccepted, OrderPage, OrderSummary, OrderView, PlaceOrder, Readiness
 from shared.clock import following_postgres
 from shared.config import Settings, get_settings
 from shared.db import create_pool, migrate
 from shared.errors import InvalidBody
+from shared.events import OrderStatus
 from shared.health import check_postgres, check_redis
 from shared.http import (
     NO_OPENTELEMETRY,
@@ -65,12 +66,17 @@ PLACE_ORDER_OPENAPI: dict[str, Any] = {
 }
 
 
+def client_of(request: Request, principal: Principal) -> str:
+    """Who the request is from: the principal's subject, else the client's IP. It scopes Idempotency-Keys,
+    rate limits, and which orders a caller may list and cancel."""
+    return principal.subject or client_address(request, request.app.state.trusted_proxies)
+
+
 async def rate_limit(request: Request, principal: Principal) -> Decision | None:
-    """Scope the request to its client (the principal, else the IP) and take a token from its bucket."""
-    state = request.app.state
-    client = principal.subject or client_address(request, state.trusted_proxies)
+    """Scope the request to its client and take a token from its bucket."""
+    client = client_of(request, principal)
     request.state.client = client
-    limiter: RateLimiter = state.limiter
+    limiter: RateLimiter = request.app.state.limiter
     return await limiter.take(client)
 
 
@@ -137,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_header_bytes=settings.max_header_bytes,
         cors=CorsPolicy(
             allow_origins=cors,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Content-Type", "Idempotency-Key", "X-Request-ID", "Authorization"],
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
@@ -164,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             correlation_id=request.scope["state"]["request_id"],
         )
         response = Response(accepted.body.to_json(), accepted.status, media_type="application/json")
+        response.raw_headers.append((b"location", f"/api/orders/{accepted.body.order_id}".encode()))
         if accepted.replayed:
             response.raw_headers.append((b"idempotent-replayed", b"true"))
         if limit is not None:
@@ -191,6 +198,64 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     async def get_order(order_id: UUID, request: Request) -> OrderView:
         return OrderView.of(await service.get_order(request.app.state.pool, order_id))
+
+    @app.get(
+        "/api/orders",
+        response_model=OrderPage,
+        responses=error_responses(400, 431, 500, 503),
+        summary="List the caller's orders, newest first",
+    )
+    async def list_orders(
+        request: Request,
+        principal: Annotated[Principal, Depends(authenticate)],
+        status: Annotated[OrderStatus | None, Query(description="only orders in this status")] = None,
+        client_order_id: Annotated[
+            str | None,
+            Query(
+                alias="clientOrderId", max_length=64, description="only orders placed with this clientOrderId"
+            ),
+        ] = None,
+        limit: Annotated[
+            int,
+            Query(
+                ge=1, description=f"orders per page; above {service.LIST_LIMIT_MAX}, {service.LIST_LIMIT_MAX}"
+            ),
+        ] = 20,
+        cursor: Annotated[
+            str | None, Query(max_length=512, description="the previous page's nextCursor (opaque)")
+        ] = None,
+    ) -> OrderPage:
+        page = await service.list_orders(
+            request.app.state.pool,
+            client=client_of(request, principal),
+            status=status,
+            client_order_id=client_order_id,
+            limit=limit,
+            cursor=cursor,
+        )
+        return OrderPage(orders=[OrderSummary.of(o) for o in page.orders], next_cursor=page.next_cursor)
+
+    @app.delete(
+        "/api/orders/{order_id}",
+        response_model=OrderView,
+        responses=error_responses(
+            400,
+            404,
+            409,
+            429,
+            431,
+            500,
+            503,
+            e409="too_late_to_cancel: the order has reached submitted (or finished)",
+        ),
+        summary="Cancel an order that has not reached submitted",
+    )
+    async def cancel_order(order_id: UUID, request: Request, response: Response) -> OrderView:
+        limit = await rate_limit(request, await authenticate(request))
+        if limit is not None:
+            response.raw_headers.extend(limit.raw_headers())
+        order = await service.cancel_order(request.app.state.intake, order_id, client=request.state.client)
+        return OrderView.of(order)
 
     async def health(request: Request) -> Response:
         return Response(HEALTHY, media_type="application/json")

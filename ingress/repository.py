@@ -1,16 +1,18 @@
 """All of ingress's SQL: new orders (with their outbox rows and Idempotency-Keys, group-committed), the
-keys' replay lookup and their pruning."""
+keys' replay lookup and their pruning, and a caller's own orders (listed, or one to cancel)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
 from shared.batching import Flushed
-from shared.events import OrderPlaced, StatusEvent
+from shared.events import OrderPlaced, OrderStatus, StatusEvent
+from shared.orders import OrderRecord
 from shared.outbox import Message, OutboxRow, message_arrays
 from shared.topics import ORDER_STATUS, ORDERS
 
@@ -30,6 +32,7 @@ class NewOrder:
     placed: OrderPlaced
     pending: StatusEvent
     client_order_id: str | None
+    client: str  # who placed it: the principal's subject, else the client's IP (as the key is scoped)
     key: KeyClaim | None = None
 
     def messages(self) -> tuple[Message, Message]:
@@ -68,9 +71,10 @@ PLACED = Placement(placed=True)
 INSERT_ORDERS = """
 WITH n AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::numeric[], $5::numeric[], $6::text[],
-                         $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::bytea[], $12::text[])
+                         $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::bytea[], $12::text[],
+                         $18::text[])
         AS n(id, token_in, token_out, amount_in, slippage, event, correlation_id, client_order_id, at,
-             scope, key_hash, fingerprint)
+             scope, key_hash, fingerprint, client)
 ), k AS (
     INSERT INTO idempotency_keys AS held (scope, key_hash, fingerprint, order_id)
     SELECT n.scope, n.key_hash, n.fingerprint, n.id FROM n WHERE n.key_hash IS NOT NULL
@@ -80,9 +84,9 @@ WITH n AS (
     RETURNING order_id
 ), o AS (
     INSERT INTO orders (id, type, token_in, token_out, amount_in, slippage, status, seq, logs, correlation_id,
-                        client_order_id, created_at, updated_at)
+                        client_order_id, created_at, updated_at, client)
     SELECT n.id, 'market', n.token_in, n.token_out, n.amount_in, n.slippage, 'pending', 1,
-           jsonb_build_array(n.event::jsonb), n.correlation_id, n.client_order_id, n.at, n.at
+           jsonb_build_array(n.event::jsonb), n.correlation_id, n.client_order_id, n.at, n.at, n.client
     FROM n WHERE n.key_hash IS NULL OR n.id IN (SELECT order_id FROM k)
     RETURNING id
 ), m AS (
@@ -134,6 +138,7 @@ async def insert_orders(
         [o.key.fingerprint if o.key else None for o in batch],
         *message_arrays([m for pair in messages for m in pair]),
         key_ttl_s,
+        [o.client for o in batch],
     )
     rows = sorted((OutboxRow.from_record(r) for r in records), key=lambda r: r.id)
     placed = {row.key for row in rows}
@@ -178,3 +183,59 @@ async def prune_keys(conn: asyncpg.Connection | asyncpg.Pool, *, key_ttl_s: int,
         limit,
     )
     return int(deleted)
+
+
+async def own_order(
+    conn: asyncpg.Pool | asyncpg.Connection, order_id: UUID, client: str
+) -> OrderRecord | None:
+    """The whole order, if `client` placed it."""
+    row = await conn.fetchrow("SELECT * FROM orders WHERE id = $1 AND client = $2", order_id, client)
+    return OrderRecord.from_row(row) if row is not None else None
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a page of a caller's orders ends (newest first): the last order's creation and id."""
+
+    created_at: datetime
+    order_id: UUID
+
+
+# What a list shows of each order: all but the event log.
+LISTED_COLUMNS = (
+    "id, type, token_in, token_out, amount_in, slippage, status, seq, attempt, dex_used, raydium_quote,"
+    " meteora_quote, executed_price, amount_out, tx_hash, failure_reason, error, '[]'::jsonb AS logs,"
+    " correlation_id, client_order_id, created_at, updated_at"
+)
+
+
+async def list_orders(
+    conn: asyncpg.Pool | asyncpg.Connection,
+    client: str,
+    *,
+    status: OrderStatus | None,
+    client_order_id: str | None,
+    after: Position | None,
+    limit: int,
+) -> list[OrderRecord]:
+    """Up to `limit` of `client`'s orders, newest first, after `after`: one range scan of orders_by_client
+    (a filter only skips rows of it). The SQL names only the conditions given, so each shape gets a plan
+    that uses the index."""
+    where: list[str] = ["client = $1"]
+    args: list[object] = [client]
+    if status is not None:
+        args.append(status.value)
+        where.append(f"status = ${len(args)}::order_status")
+    if client_order_id is not None:
+        args.append(client_order_id)
+        where.append(f"client_order_id = ${len(args)}")
+    if after is not None:
+        args.extend([after.created_at, after.order_id])
+        where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
+    args.append(limit)
+    rows = await conn.fetch(
+        f"SELECT {LISTED_COLUMNS} FROM orders WHERE {' AND '.join(where)}"
+        f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}",
+        *args,
+    )
+    return [OrderRecord.from_row(row) for row in rows]

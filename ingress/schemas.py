@@ -219,8 +219,8 @@ class OrderAccepted(Wire):
     client_order_id: str | None = None
 
 
-class OrderView(Wire):
-    """GET /api/orders/{orderId}: the order as recorded, with its event log."""
+class OrderSummary(Wire):
+    """An order as recorded, without its event log: an item of GET /api/orders."""
 
     order_id: UUID
     type: str
@@ -238,35 +238,55 @@ class OrderView(Wire):
     tx_hash: str | None
     failure_reason: str | None
     error: str | None
-    logs: list[dict[str, Any]]
     client_order_id: str | None = None
     created_at: datetime
     updated_at: datetime
 
     @classmethod
+    def fields_of(cls, order: OrderRecord) -> dict[str, Any]:
+        return {
+            "order_id": order.id,
+            "type": order.type,
+            "token_in": order.token_in,
+            "token_out": order.token_out,
+            "amount_in": order.amount_in,
+            "slippage": order.slippage,
+            "status": order.status,
+            "seq": order.seq,
+            "attempt": order.attempt,
+            "dex": order.dex_used,
+            "quotes": order.quotes,
+            "executed_price": order.executed_price,
+            "amount_out": order.amount_out,
+            "tx_hash": order.tx_hash,
+            "failure_reason": order.failure_reason,
+            "error": order.error,
+            "client_order_id": order.client_order_id,
+            "created_at": order.created_at,
+            "updated_at": order.updated_at,
+        }
+
+    @classmethod
+    def of(cls, order: OrderRecord) -> OrderSummary:
+        return cls(**cls.fields_of(order))
+
+
+class OrderView(OrderSummary):
+    """GET /api/orders/{orderId} (and the answer of DELETE): the order as recorded, with its event log."""
+
+    logs: list[dict[str, Any]]
+
+    @classmethod
     def of(cls, order: OrderRecord) -> OrderView:
-        return cls(
-            order_id=order.id,
-            type=order.type,
-            token_in=order.token_in,
-            token_out=order.token_out,
-            amount_in=order.amount_in,
-            slippage=order.slippage,
-            status=order.status,
-            seq=order.seq,
-            attempt=order.attempt,
-            dex=order.dex_used,
-            quotes=order.quotes,
-            executed_price=order.executed_price,
-            amount_out=order.amount_out,
-            tx_hash=order.tx_hash,
-            failure_reason=order.failure_reason,
-            error=order.error,
-            logs=order.logs,
-            client_order_id=order.client_order_id,
-            created_at=order.created_at,
-            updated_at=order.updated_at,
-        )
+        return cls(**cls.fields_of(order), logs=order.logs)
+
+
+class OrderPage(Wire):
+    """GET /api/orders: a page of the caller's orders, newest first; `nextCursor` fetches the next page
+    (null on the last)."""
+
+    orders: list[OrderSummary]
+    next_cursor: str | None
 
 
 class Readiness(BaseModel):

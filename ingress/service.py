@@ -1,37 +1,52 @@
 """Ingress use cases: accept an order (idempotently, if the pipeline can finish it in time, through the
-outbox), look one up."""
+outbox), look one up, list a caller's own, cancel one."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import functools
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaProducer
 
 from ingress import repository
 from ingress.admission import Admission
-from ingress.repository import KeyClaim, KeyHolder, NewOrder, Placement
+from ingress.repository import KeyClaim, KeyHolder, NewOrder, Placement, Position
 from ingress.schemas import OrderAccepted, PlaceOrder
 from shared.batching import GroupCommit
 from shared.config import Settings
 from shared.db import UNREACHABLE
-from shared.errors import IdempotencyConflict, IdempotencyInProgress, NotFound, ServiceUnavailable
+from shared.errors import (
+    IdempotencyConflict,
+    IdempotencyInProgress,
+    InvalidBody,
+    NotFound,
+    ServiceUnavailable,
+    TooLateToCancel,
+)
 from shared.events import OrderPlaced, OrderStatus, StatusEvent, utcnow
 from shared.logging import get_logger
 from shared.metrics import ORDERS_ACCEPTED
-from shared.orders import OrderRecord, load_order
+from shared.orders import BEFORE_SUBMISSION, OrderRecord, OrderSteps, load_order, steps_through
 from shared.outbox import Outbox
 
 logger = get_logger(__name__)
 
 KEY_PRUNE_INTERVAL_S = 60.0
+LIST_LIMIT_MAX = 100
+# A cancel reads the order, then writes its step conditionally; each time a stage moved the order in between,
+# it reads again. An order takes at most a few steps before `submitted`, so a few rounds always settle it.
+CANCEL_ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -40,6 +55,7 @@ class Intake:
 
     pool: asyncpg.Pool
     writer: GroupCommit[NewOrder, Placement]
+    steps: OrderSteps  # for cancels: the same conditional step every stage takes
     admission: Admission
     max_attempts: int
 
@@ -48,8 +64,8 @@ class Intake:
 async def open_intake(
     settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer
 ) -> AsyncIterator[Intake]:
-    """Admission sampling, the outbox, the group-committed order writer and the pruning of expired
-    Idempotency-Keys, running; stopped on exit."""
+    """Admission sampling, the outbox, the group-committed order writer, the transition writer (cancels)
+    and the pruning of expired Idempotency-Keys, running; stopped on exit."""
     async with AsyncExitStack() as running:
         outbox = Outbox(pool, producer, settings)
         outbox.start()
@@ -62,6 +78,7 @@ async def open_intake(
         )
         writer.start()
         running.push_async_callback(writer.stop)
+        steps = await running.enter_async_context(steps_through(pool, outbox, settings))
         admission = Admission(settings, pool)
         await admission.start()
         running.push_async_callback(admission.stop)
@@ -69,7 +86,9 @@ async def open_intake(
             _prune_keys_forever(pool, settings.idempotency_ttl_s), name="key-pruning"
         )
         running.callback(pruning.cancel)
-        yield Intake(pool=pool, writer=writer, admission=admission, max_attempts=settings.max_retries)
+        yield Intake(
+            pool=pool, writer=writer, steps=steps, admission=admission, max_attempts=settings.max_retries
+        )
 
 
 async def _prune_keys_forever(pool: asyncpg.Pool, key_ttl_s: int) -> None:
@@ -108,7 +127,7 @@ async def place_order(
     with intake.admission.in_progress():  # past ADMISSION_MAX_IN_FLIGHT: 429 at once, before any I/O
         intake.admission.check()
         key = None if idempotency_key is None else key_claim(client, idempotency_key, request)
-        order = new_order(request, correlation_id, key, max_attempts=intake.max_attempts)
+        order = new_order(request, correlation_id, key, client=client, max_attempts=intake.max_attempts)
         order_id = order.placed.order_id
         try:
             placement = await intake.writer.submit(order)
@@ -134,7 +153,7 @@ def key_claim(client: str, idempotency_key: str, request: PlaceOrder) -> KeyClai
 
 
 def new_order(
-    request: PlaceOrder, correlation_id: str | None, key: KeyClaim | None, *, max_attempts: int
+    request: PlaceOrder, correlation_id: str | None, key: KeyClaim | None, *, client: str, max_attempts: int
 ) -> NewOrder:
     """A new order at seq 1 (pending), with its key if it has one, as the intake writes it."""
     order_id, now = uuid.uuid4(), utcnow()
@@ -155,7 +174,7 @@ def new_order(
         max_attempts=max_attempts,
         correlation_id=correlation_id,
     )
-    return NewOrder(placed, pending, request.client_order_id, key)
+    return NewOrder(placed, pending, request.client_order_id, client, key)
 
 
 def _replay(holder: KeyHolder | None, mine: KeyClaim) -> Accepted:
@@ -178,3 +197,82 @@ async def get_order(pool: asyncpg.Pool, order_id: UUID) -> OrderRecord:
     if order is None:
         raise NotFound(f"order {order_id}")
     return order
+
+
+async def cancel_order(intake: Intake, order_id: UUID, *, client: str) -> OrderRecord:
+    """Cancel `client`'s order if it has not reached `submitted`: the step to `cancelled` is the same
+    conditional UPDATE on (id, seq) that every stage takes, so of a cancel and the executor's step to
+    `submitted`, exactly one commits, and the swap starts only after the latter. Cancelling a cancelled
+    order answers it again."""
+    try:
+        for _ in range(CANCEL_ROUNDS):
+            order = await repository.own_order(intake.pool, order_id, client)
+            if order is None:
+                raise NotFound(f"order {order_id}")
+            if order.status is OrderStatus.CANCELLED:
+                return order
+            if order.status not in BEFORE_SUBMISSION:
+                raise TooLateToCancel(order.status.value)
+            if await intake.steps.advance(order, OrderStatus.CANCELLED) is not None:
+                logger.info("order.cancelled", orderId=str(order_id), was=order.status.value)
+                cancelled = await load_order(intake.pool, order_id)
+                assert cancelled is not None, "an order is never deleted"
+                return cancelled
+    except UNREACHABLE as exc:
+        raise ServiceUnavailable("the order store is unreachable") from exc
+    raise ServiceUnavailable("the order kept moving while being cancelled; try again")
+
+
+@dataclass(frozen=True)
+class OrderPage:
+    orders: list[OrderRecord]
+    next_cursor: str | None
+
+
+async def list_orders(
+    pool: asyncpg.Pool,
+    *,
+    client: str,
+    status: OrderStatus | None,
+    client_order_id: str | None,
+    limit: int,
+    cursor: str | None,
+) -> OrderPage:
+    """`client`'s orders, newest first, `limit` (at most LIST_LIMIT_MAX) at a time; the cursor of a page
+    leads to the next one."""
+    limit = min(limit, LIST_LIMIT_MAX)
+    try:
+        orders = await repository.list_orders(
+            pool,
+            client,
+            status=status,
+            client_order_id=client_order_id,
+            after=None if cursor is None else decode_cursor(cursor),
+            limit=limit + 1,
+        )
+    except UNREACHABLE as exc:
+        raise ServiceUnavailable("the order store is unreachable") from exc
+    more = len(orders) > limit
+    orders = orders[:limit]
+    last = orders[-1] if more else None
+    return OrderPage(orders, None if last is None else encode_cursor(Position(last.created_at, last.id)))
+
+
+def encode_cursor(position: Position) -> str:
+    """Opaque to clients: where the page ended, base64url (unpadded)."""
+    raw = orjson.dumps([position.created_at.isoformat(), str(position.order_id)])
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> Position:
+    try:
+        created_at, order_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        position = Position(datetime.fromisoformat(created_at), UUID(order_id))
+        if position.created_at.tzinfo is None:
+            raise ValueError("a cursor's time has its offset")
+        return position
+    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError) as exc:
+        raise InvalidBody(
+            "the cursor is not one this API gave",
+            details=[{"field": "cursor", "message": "not a cursor from a previous page"}],
+        ) from exc

@@ -17,14 +17,13 @@ from shared.errors import DexError, NoVenueCanQuote, QuoteUnavailable
 from shared.events import Dex, ExecuteOrder, OrderStatus, Quote, utcnow
 from shared.logging import get_logger
 from shared.metrics import QUEUE_WAIT_SECONDS, QUOTE_SECONDS
-from shared.orders import OrderRecord, OrderSteps, message
+from shared.orders import BEFORE_SUBMISSION, OrderRecord, OrderSteps, message
 from shared.outbox import Message
 from shared.streaming import TaskPool, job_context
 from shared.topics import ORDERS_EXECUTE
 
 logger = get_logger(__name__)
 S = OrderStatus
-OPEN_BEFORE_SUBMISSION = frozenset({S.PENDING, S.ROUTING, S.BUILDING})
 
 
 def best_quote(quotes: dict[Dex, Quote]) -> Quote:
@@ -77,7 +76,7 @@ class RouterService:
                 order = orders.get(job.order_id)
                 if order is None:
                     logger.warning("order.unknown", orderId=str(job.order_id))
-                elif order.status in OPEN_BEFORE_SUBMISSION and self._steps.overdue(order):
+                elif order.status in BEFORE_SUBMISSION and self._steps.overdue(order):
                     started.append(asyncio.create_task(self._steps.time_out(order)))
                 elif order.status is S.PENDING:
                     due = order.latest_event().next_retry_at
@@ -89,7 +88,7 @@ class RouterService:
                     started.append(asyncio.create_task(self._tasks.spawn(self._build(order))))
                 elif order.status is S.BUILDING:  # re-driven: its command was lost downstream
                     handovers.append(message(ORDERS_EXECUTE, order, execute_command(order)))
-                # Submitted and later: the executor or its sweep owns the order.
+                # Submitted and later: the executor or its sweep owns the order; cancelled: nobody.
         for outcome in await asyncio.gather(*started, return_exceptions=True):
             if isinstance(outcome, Exception):  # the order stays where it was: the sweep re-drives it
                 logger.error("order.route_failed", error=repr(outcome))

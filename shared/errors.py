@@ -154,6 +154,14 @@ class IdempotencyInProgress(RetryLater):
         super().__init__("a request with this Idempotency-Key is still in flight", retry_after=retry_after)
 
 
+class TooLateToCancel(EngineError):
+    code = "too_late_to_cancel"
+    http_status = 409
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the order is {status}: only a pending, routing or building order can be cancelled")
+
+
 class RateLimited(RetryLater):
     code = "rate_limited"
     http_status = 429

@@ -46,10 +46,16 @@ class OrderStatus(StrEnum):
     SUBMITTED = "submitted"
     CONFIRMED = "confirmed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
     @property
     def terminal(self) -> bool:
-        return self in (OrderStatus.CONFIRMED, OrderStatus.FAILED)
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({OrderStatus.CONFIRMED, OrderStatus.FAILED, OrderStatus.CANCELLED})
+# The open orders' partial index (migration 011) has this predicate; a query must repeat it to use it.
+OPEN_ORDER_SQL = "status NOT IN ('confirmed', 'failed', 'cancelled')"
 
 
 class Dex(StrEnum):

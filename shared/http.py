@@ -100,12 +100,15 @@ _DESCRIPTIONS = {
 }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI `responses` of a route that can fail with these statuses, all in the one envelope."""
+def error_responses(*statuses: int, **described: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of a route that can fail with these statuses, all in the one envelope;
+    `described` (`e409="..."`) words a status for this route."""
     return {
         status: {
             "model": ErrorBody,
-            "description": _DESCRIPTIONS.get(status, _STATUS_CODES.get(status, "error")),
+            "description": described.get(
+                f"e{status}", _DESCRIPTIONS.get(status, _STATUS_CODES.get(status, "error"))
+            ),
         }
         for status in statuses
     }

@@ -51,14 +51,18 @@ from shared.topics import ORDER_STATUS, ORDERS_DLQ, ORDERS_RETRY, TopicSpec
 logger = get_logger(__name__)
 
 S = OrderStatus
-# Back to PENDING is the retry loop: a retriable failure schedules the next attempt.
+# Back to PENDING is the retry loop: a retriable failure schedules the next attempt. CANCELLED is reachable
+# only before SUBMITTED: the swap starts only once the (conditional) step to SUBMITTED has committed, so a
+# cancel that commits first makes that step, and so the swap, never happen.
+BEFORE_SUBMISSION = frozenset({S.PENDING, S.ROUTING, S.BUILDING})
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    S.PENDING: frozenset({S.ROUTING, S.FAILED}),
-    S.ROUTING: frozenset({S.BUILDING, S.PENDING, S.FAILED}),
-    S.BUILDING: frozenset({S.SUBMITTED, S.PENDING, S.FAILED}),
+    S.PENDING: frozenset({S.ROUTING, S.FAILED, S.CANCELLED}),
+    S.ROUTING: frozenset({S.BUILDING, S.PENDING, S.FAILED, S.CANCELLED}),
+    S.BUILDING: frozenset({S.SUBMITTED, S.PENDING, S.FAILED, S.CANCELLED}),
     S.SUBMITTED: frozenset({S.CONFIRMED, S.PENDING, S.FAILED}),
     S.CONFIRMED: frozenset(),
     S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
 }
 
 # Retry n (after attempt n failed) waits RETRY_DELAYS[n - 1]; the last one repeats if MAX_RETRIES > 4.
@@ -445,10 +449,20 @@ async def order_steps(
 ) -> AsyncIterator[OrderSteps]:
     """The process's outbox and transition writer, running, and the OrderSteps over them."""
     outbox = Outbox(pool, producer, settings)
+    outbox.start()
+    try:
+        async with steps_through(pool, outbox, settings) as steps:
+            yield steps
+    finally:
+        await outbox.stop()
+
+
+@asynccontextmanager
+async def steps_through(pool: asyncpg.Pool, outbox: Outbox, settings: Settings) -> AsyncIterator[OrderSteps]:
+    """A transition writer over an outbox the caller runs (ingress shares its own), and the OrderSteps."""
     writer: GroupCommit[Transition, OrderRecord | None] = GroupCommit(
         pool, outbox, partial(write_transitions, logs_max=settings.order_logs_max), name="transitions"
     )
-    outbox.start()
     writer.start()
     try:
         yield OrderSteps(
@@ -456,4 +470,3 @@ async def order_steps(
         )
     finally:
         await writer.stop()
-        await outbox.stop()

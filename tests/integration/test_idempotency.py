@@ -120,7 +120,7 @@ async def place_directly(stack: Stack, body: dict[str, Any], key: str, ip: str) 
     """Write an order with its key as a request's statement does, with no answer sent: a request that
     committed and then lost its connection (an ambiguous COMMIT) or its process."""
     request = PlaceOrder.model_validate(body)
-    order = new_order(request, None, key_claim(ip, key, request), max_attempts=3)
+    order = new_order(request, None, key_claim(ip, key, request), client=ip, max_attempts=3)
     conn = await connect(stack.settings.database_url)
     try:
         flushed = await repository.insert_orders(conn, [order], key_ttl_s=300)

@@ -93,7 +93,11 @@ def test_amounts_are_never_floats_on_the_wire() -> None:
 
 
 def test_terminal_statuses() -> None:
-    assert {s for s in OrderStatus if s.terminal} == {OrderStatus.CONFIRMED, OrderStatus.FAILED}
+    assert {s for s in OrderStatus if s.terminal} == {
+        OrderStatus.CONFIRMED,
+        OrderStatus.FAILED,
+        OrderStatus.CANCELLED,
+    }
 
 
 def test_sleep_until_never_returns_before_its_instant_on_uvloop() -> None:

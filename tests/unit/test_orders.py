@@ -12,7 +12,7 @@ from executor.service import realised_slippage_bps
 from router.service import best_quote
 from shared.errors import InvalidTransition
 from shared.events import Dex, OrderStatus, Quote
-from shared.orders import TRANSITIONS, OrderRecord, check_transition, retry_delay
+from shared.orders import BEFORE_SUBMISSION, TRANSITIONS, OrderRecord, check_transition, retry_delay
 
 S = OrderStatus
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
@@ -65,11 +65,20 @@ def test_any_open_order_can_fail(current: OrderStatus) -> None:
         (S.BUILDING, S.ROUTING),
         (S.CONFIRMED, S.PENDING),
         (S.FAILED, S.PENDING),
+        (S.SUBMITTED, S.CANCELLED),
+        (S.CONFIRMED, S.CANCELLED),
+        (S.FAILED, S.CANCELLED),
+        (S.CANCELLED, S.PENDING),
     ],
 )
 def test_skips_and_reversals_are_refused(current: OrderStatus, target: OrderStatus) -> None:
     with pytest.raises(InvalidTransition):
         check_transition(current, target)
+
+
+@pytest.mark.parametrize("current", sorted(BEFORE_SUBMISSION))
+def test_an_order_is_cancellable_until_it_is_submitted(current: OrderStatus) -> None:
+    check_transition(current, S.CANCELLED)
 
 
 def test_terminal_states_lead_nowhere() -> None:

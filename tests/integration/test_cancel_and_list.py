@@ -1,0 +1,239 @@
+"""DELETE /api/orders/{id} (cancel before `submitted`, and never a swap after it), GET /api/orders (a caller's
+own orders, newest first, by cursor) and the 202's Location, over the whole running pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from shared.topics import ORDER_STATUS
+from tests.fixtures.execution import read_topic
+from tests.fixtures.orders import client_ip, fetch, order_body, wait_terminal
+from tests.fixtures.stack import LOGS, Stack, create_stack, destroy_stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+RACES = 200
+
+
+@pytest.fixture(scope="module")
+async def slow_quotes(infrastructure: object) -> AsyncIterator[Stack]:
+    """Quotes slow enough that an order waits in `routing` for a cancel; no price move, so an order that is
+    not cancelled confirms."""
+    stack = await create_stack(
+        MOCK_QUOTE_LATENCY_MIN_MS="300",
+        MOCK_QUOTE_LATENCY_MAX_MS="600",
+        MOCK_EXECUTION_LATENCY_MIN_MS="200",
+        MOCK_EXECUTION_LATENCY_MAX_MS="400",
+        SWAP_WINDOW_MS="2000",
+        MOCK_PRICE_MOVE_BPS="0",
+    )
+    try:
+        yield stack
+    finally:
+        await destroy_stack(stack)
+
+
+async def place(client: httpx.AsyncClient, ip: str, **overrides: Any) -> str:
+    response = await client.post(
+        "/api/orders/execute", json=order_body(**overrides), headers={"X-Forwarded-For": ip}
+    )
+    assert response.status_code == 202, response.text
+    order_id = str(response.json()["orderId"])
+    assert response.headers["location"] == f"/api/orders/{order_id}"
+    return order_id
+
+
+async def cancel(client: httpx.AsyncClient, ip: str, order_id: str) -> httpx.Response:
+    return await client.delete(f"/api/orders/{order_id}", headers={"X-Forwarded-For": ip})
+
+
+async def events_until_closed(stack: Stack, order_id: str) -> tuple[list[dict[str, Any]], int | None]:
+    """The snapshot's events and every later one, until the server closes; and the close code."""
+    async with connect(f"{stack.ws_url}?orderId={order_id}", open_timeout=10) as ws:
+        events = list(json.loads(await ws.recv())["logs"])
+        try:
+            while True:
+                events.append(json.loads(await ws.recv()))
+        except ConnectionClosed:
+            pass
+        return events, ws.close_code
+
+
+def stage_log_lines(stack: Stack, event: str) -> list[dict[str, Any]]:
+    lines = []
+    """`event`'s lines in the router's and the executor's logs."""
+    for log in sorted((LOGS / stack.run_id).glob("*.log")):
+        if not log.name.startswith(("router", "executor")):
+            continue
+        for raw in log.read_bytes().splitlines():
+            if f'"event":"{event}"'.encode() in raw:
+                lines.append(orjson.loads(raw))
+    return lines
+
+
+async def test_an_order_cancelled_while_routing_ends_cancelled_and_is_never_swapped(
+    slow_quotes: Stack,
+) -> None:
+    ip = client_ip()
+    async with httpx.AsyncClient(base_url=slow_quotes.base_url, timeout=10) as client:
+        order_id = await place(client, ip)
+        await wait_for(
+            lambda: _status(slow_quotes, order_id, "routing"), timeout=10, what="the order in routing"
+        )
+        response = await cancel(client, ip, order_id)
+        assert response.status_code == 200, response.text
+        cancelled = response.json()
+        assert cancelled["status"] == "cancelled" and cancelled["orderId"] == order_id
+        assert [e["status"] for e in cancelled["logs"]] == ["pending", "routing", "cancelled"]
+
+        again = await cancel(client, ip, order_id)
+        assert again.status_code == 200 and again.json()["seq"] == cancelled["seq"], (
+            "a second cancel changes nothing"
+        )
+
+    # The router's quotes come back after the cancel: its step to building must lose to it.
+    await wait_for(
+        lambda: any(
+            e["orderId"] == order_id for e in stage_log_lines(slow_quotes, "order.step_taken_elsewhere")
+        ),
+        timeout=10,
+        what="the router's step after the cancel, refused",
+    )
+    events, close_code = await events_until_closed(slow_quotes, order_id)
+    assert [e["status"] for e in events] == ["pending", "routing", "cancelled"] and close_code == 1000
+    on_topic = [e for e in await read_topic(slow_quotes, ORDER_STATUS) if e["orderId"] == order_id]
+    assert [e["status"] for e in on_topic] == ["pending", "routing", "cancelled"]
+    assert (
+        await fetch(
+            slow_quotes.settings, "SELECT 1 FROM mock_dex_swaps WHERE order_id = $1", uuid.UUID(order_id)
+        )
+        == []
+    )
+
+
+async def test_cancel_refuses_a_submitted_order_an_unknown_one_and_another_clients(
+    slow_quotes: Stack,
+) -> None:
+    ip = client_ip()
+    async with httpx.AsyncClient(base_url=slow_quotes.base_url, timeout=10) as client:
+        order_id = await place(client, ip)
+        assert await wait_terminal(slow_quotes, order_id) == "confirmed"
+        late = await cancel(client, ip, order_id)
+        assert late.status_code == 409 and late.json()["error"] == "too_late_to_cancel", late.text
+
+        unknown = await cancel(client, ip, str(uuid.uuid4()))
+        assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
+
+        theirs = await place(client, client_ip())
+        refused = await cancel(client, ip, theirs)
+        assert refused.status_code == 404, "another client's order is not found, as if it did not exist"
+        assert (await client.get(f"/api/orders/{theirs}")).json()["status"] != "cancelled"
+
+        malformed = await client.delete("/api/orders/not-a-uuid", headers={"X-Forwarded-For": ip})
+        assert malformed.status_code == 400 and malformed.json()["error"] == "invalid_body"
+
+
+async def test_cancel_raced_against_execution_never_lets_a_cancelled_order_swap(slow_quotes: Stack) -> None:
+    """Each of RACES orders gets its DELETE at a random moment of its life, many near the step to
+    `submitted`. Whatever each DELETE was told must be what happened: 200 → cancelled, no execute call at
+    the venue and no swap; 409 → it was submitted and finished, and the DELETE changed nothing."""
+    rng = random.Random(7)
+
+    async def race(client: httpx.AsyncClient) -> tuple[str, int]:
+        ip = client_ip()
+        order_id = await place(client, ip)
+        await asyncio.sleep(rng.uniform(0.0, 1.5))
+        response = await cancel(client, ip, order_id)
+        assert response.status_code in (200, 409), response.text
+        return order_id, response.status_code
+
+    async with httpx.AsyncClient(base_url=slow_quotes.base_url, timeout=30) as client:
+        answers = dict(await asyncio.gather(*(race(client) for _ in range(RACES))))
+    counts = Counter(answers.values())
+    assert counts[200] >= 10 and counts[409] >= 10, f"the race was not run from both sides: {counts}"
+
+    for order_id in answers:
+        await wait_terminal(slow_quotes, order_id)
+    rows = {
+        str(r["id"]): r["status"]
+        for r in await fetch(
+            slow_quotes.settings,
+            "SELECT id, status FROM orders WHERE id = ANY($1::uuid[])",
+            [uuid.UUID(i) for i in answers],
+        )
+    }
+    swapped = {
+        str(r["order_id"]) for r in await fetch(slow_quotes.settings, "SELECT order_id FROM mock_dex_swaps")
+    }
+    executed = {e["orderId"] for e in stage_log_lines(slow_quotes, "venue.execute")}
+    for order_id, code in answers.items():
+        if code == 200:
+            assert rows[order_id] == "cancelled", f"{order_id}: told cancelled, is {rows[order_id]}"
+            assert order_id not in executed, f"{order_id}: cancelled, yet sent to the venue"
+            assert order_id not in swapped, f"{order_id}: cancelled, yet swapped"
+        else:
+            assert rows[order_id] in ("confirmed", "failed"), (
+                f"{order_id}: told too late, is {rows[order_id]}"
+            )
+            assert order_id in executed, f"{order_id}: told too late, yet never sent to the venue"
+
+
+async def test_a_callers_orders_list_newest_first_page_by_page_and_filter(slow_quotes: Stack) -> None:
+    ip, ref = client_ip(), f"list-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=slow_quotes.base_url, timeout=10) as client:
+        placed = [await place(client, ip, clientOrderId=f"{ref}-{n}") for n in range(5)]
+        other = await place(client, client_ip())
+        cancelled = placed[1]
+        assert (await cancel(client, ip, cancelled)).status_code == 200
+
+        seen: list[dict[str, Any]] = []
+        cursor = None
+        pages = 0
+        while True:
+            params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+            response = await client.get("/api/orders", params=params, headers={"X-Forwarded-For": ip})
+            assert response.status_code == 200, response.text
+            page = response.json()
+            assert len(page["orders"]) <= 2 and "logs" not in (page["orders"] or [{}])[0]
+            seen += page["orders"]
+            pages += 1
+            cursor = page["nextCursor"]
+            if cursor is None:
+                break
+        assert [o["orderId"] for o in seen] == placed[::-1], "newest first, each once, the caller's only"
+        assert pages == 3 and other not in {o["orderId"] for o in seen}
+
+        async def listed(**params: str) -> list[str]:
+            response = await client.get("/api/orders", params=params, headers={"X-Forwarded-For": ip})
+            assert response.status_code == 200, response.text
+            return [o["orderId"] for o in response.json()["orders"]]
+
+        assert await listed(status="cancelled") == [cancelled]
+        assert await listed(clientOrderId=f"{ref}-3") == [placed[3]]
+        assert await listed(limit="1000") == placed[::-1], "a limit above the cap is capped, not refused"
+
+        for params, field in (
+            ({"cursor": "bm90LWEtY3Vyc29y"}, "cursor"),
+            ({"status": "lost"}, "status"),
+            ({"limit": "0"}, "limit"),
+        ):
+            bad = await client.get("/api/orders", params=params, headers={"X-Forwarded-For": ip})
+            assert bad.status_code == 400 and bad.json()["error"] == "invalid_body", bad.text
+            assert field in json.dumps(bad.json()["details"])
+
+
+async def _status(stack: Stack, order_id: str, status: str) -> bool:
+    rows = await fetch(stack.settings, "SELECT status FROM orders WHERE id = $1", uuid.UUID(order_id))
+    return bool(rows) and rows[0]["status"] == status
