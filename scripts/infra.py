@@ -111,6 +111,8 @@ def ensure_packages() -> None:
         missing.append("nginx-light")
     if not shutil.which("prometheus"):  # only the tests use it: a real scrape of every service
         missing.append("prometheus")
+    if not shutil.which("chromium"):  # only the tests use it: the console, in a real browser (Playwright)
+        missing.append("chromium")
     if missing:
         apt_install(*missing)
 

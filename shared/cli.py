@@ -3,6 +3,7 @@
 migrate        apply the SQL migrations to DATABASE_URL
 topics         create the topic catalogue on KAFKA_BOOTSTRAP_SERVERS
 proxy-config   render infra/nginx.conf.in for PORT / INGRESS_PORT / NOTIFIER_PORT into .local/
+prometheus-config  render a Prometheus configuration scraping every process of this host into .local/
 supervisor-config  render the Procfile as a supervisord configuration into .local/ (what `make run` runs)
 schemas        regenerate docs/schemas/*.json (the topics' public contracts) from the models
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shlex
 from collections.abc import Iterable
@@ -46,6 +48,32 @@ def render_proxy_config(settings: Settings, local: Path) -> Path:
         text = text.replace(f"@{key}@", value)
     out = local / f"nginx-{settings.port}.conf"
     out.write_text(text)
+    return out
+
+
+def scrape_targets(settings: Settings) -> dict[str, list[str]]:
+    """Every process's /metrics on this host, by service (a replica of ingress or notifier too)."""
+    return {
+        "ingress": [f"127.0.0.1:{p}" for p in (settings.ingress_port, *settings.ingress_replica_ports)],
+        "notifier": [f"127.0.0.1:{p}" for p in (settings.notifier_port, *settings.notifier_replica_ports)],
+        "router": [f"127.0.0.1:{settings.router_metrics_port}"],
+        "executor": [f"127.0.0.1:{settings.executor_metrics_port}"],
+    }
+
+
+def render_prometheus_config(settings: Settings, local: Path, *, scrape_interval: str = "5s") -> Path:
+    """A Prometheus configuration (JSON, which Prometheus reads as the YAML it is) scraping every process
+    of `make run`; the Procfile's `prometheus` serves it at 127.0.0.1:9090."""
+    local.mkdir(parents=True, exist_ok=True)
+    config = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": targets}]}
+            for job, targets in scrape_targets(settings).items()
+        ],
+    }
+    out = local / "prometheus.yml"
+    out.write_text(json.dumps(config, indent=2) + "\n")
     return out
 
 
@@ -123,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     sub.add_parser("schemas")
     proxy = sub.add_parser("proxy-config")
     proxy.add_argument("--local", type=Path, default=ROOT / ".local")
+    prometheus = sub.add_parser("prometheus-config")
+    prometheus.add_argument("--local", type=Path, default=ROOT / ".local")
     supervisor = sub.add_parser("supervisor-config")
     supervisor.add_argument("--local", type=Path, default=ROOT / ".local")
     args = parser.parse_args(argv)
@@ -138,6 +168,8 @@ def main(argv: list[str] | None = None) -> None:
             print(path.relative_to(ROOT))
     elif args.command == "proxy-config":
         print(render_proxy_config(settings, args.local))
+    elif args.command == "prometheus-config":
+        print(render_prometheus_config(settings, args.local))
     elif args.command == "supervisor-config":
         print(render_supervisor_config(ROOT / "Procfile", args.local))
 

@@ -1,4 +1,5 @@
-"""A real Prometheus (Debian's package) scrapes every service of a running stack and answers a query."""
+"""A real Prometheus (Debian's package), configured as `make run` configures it, scrapes every service of a
+running stack and answers the README's queries."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
+from shared.cli import ROOT, render_prometheus_config, scrape_targets
 from tests.fixtures.stack import Process, Stack, free_port, wait_for
 from tests.integration.test_order_flow import place, watch
 
@@ -19,27 +20,10 @@ pytestmark = pytest.mark.integration
 async def test_prometheus_scrapes_every_service(stack: Stack) -> None:
     binary = shutil.which("prometheus")
     assert binary, "scripts/infra.py installs prometheus"
-    s = stack.settings
-    targets = {
-        "ingress": s.ingress_port,
-        "notifier": s.notifier_port,
-        "router": s.router_metrics_port,
-        "executor": s.executor_metrics_port,
-    }
+    targets = scrape_targets(stack.settings)
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "prometheus.yml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "global": {"scrape_interval": "1s"},
-                    "scrape_configs": [
-                        {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{p}"]}]}
-                        for job, p in targets.items()
-                    ],
-                }
-            )
-        )
+        config = render_prometheus_config(stack.settings, Path(tmp), scrape_interval="1s")
         prometheus = Process(
             "prometheus",
             [
@@ -76,5 +60,21 @@ async def test_prometheus_scrapes_every_service(stack: Stack) -> None:
                 await wait_for(
                     confirmed_counted, timeout=30, interval=0.5, what="a confirmed order in Prometheus"
                 )
+                for query in readme_queries():
+                    answer = (await client.get("/api/v1/query", params={"query": query})).json()
+                    assert answer["status"] == "success", f"the README's {query!r}: {answer}"
+
+                async def finished_by_status() -> bool:  # a rate needs two scrapes of the series
+                    answer = await client.get("/api/v1/query", params={"query": readme_queries()[0]})
+                    return "confirmed" in {r["metric"]["status"] for r in answer.json()["data"]["result"]}
+
+                await wait_for(finished_by_status, timeout=30, interval=0.5, what="the README's first query")
         finally:
             prometheus.stop()
+
+
+def readme_queries() -> list[str]:
+    """The PromQL lines of the README's ```promql block."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("```promql\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
