@@ -17,7 +17,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from uuid import UUID
 
 import asyncpg
@@ -26,7 +25,7 @@ from executor import repository
 from shared.db import UNREACHABLE, exclusive
 from shared.dex import MockDex, SwapResult
 from shared.errors import BlockhashExpired, DexError, SlippageExceeded
-from shared.events import OrderPlaced, OrderStatus, utcnow
+from shared.events import OrderPlaced, OrderStatus, realised_slippage_bps, utcnow
 from shared.logging import get_logger
 from shared.metrics import EXECUTION_SECONDS, QUEUE_WAIT_SECONDS, SWAPS_IN_FLIGHT
 from shared.orders import OrderRecord, OrderSteps, message
@@ -36,14 +35,8 @@ from shared.topics import ORDERS
 
 logger = get_logger(__name__)
 S = OrderStatus
-BPS = Decimal(10_000)
 SWEEP_LOCK = 7_306_003  # pg advisory lock key: one executor sweeps at a time
 SETTLE_MARGIN_MS = 1000  # past valid_until, clocks of the venue (Postgres) and of this process agree
-
-
-def realised_slippage_bps(quoted: Decimal, executed: Decimal) -> Decimal:
-    """How much less than quoted the swap returned, in bps (negative when it returned more)."""
-    return ((quoted - executed) / quoted * BPS).quantize(Decimal("0.01"))
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,15 @@ TERMINAL_STATUSES = frozenset({OrderStatus.CONFIRMED, OrderStatus.FAILED, OrderS
 OPEN_ORDER_SQL = "status NOT IN ('confirmed', 'failed', 'cancelled')"
 
 
+BPS = Decimal(10_000)
+
+
+def realised_slippage_bps(quoted: Decimal, executed: Decimal) -> Decimal:
+    """How much less than quoted a swap returned, in bps (negative when it returned more): the `slippageBps`
+    of a confirmed event, and what a client (orderflow, the console) shows from the amounts."""
+    return ((quoted - executed) / quoted * BPS).quantize(Decimal("0.01"))
+
+
 class Dex(StrEnum):
     RAYDIUM = "raydium"
     METEORA = "meteora"

@@ -8,10 +8,9 @@ from decimal import Decimal
 
 import pytest
 
-from executor.service import realised_slippage_bps
 from router.service import best_quote
 from shared.errors import InvalidTransition
-from shared.events import Dex, OrderStatus, Quote
+from shared.events import Dex, OrderStatus, Quote, realised_slippage_bps
 from shared.orders import BEFORE_SUBMISSION, TRANSITIONS, OrderRecord, check_transition, retry_delay
 
 S = OrderStatus
