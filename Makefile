@@ -1,21 +1,22 @@
 # The two commands: `make run` (the whole system) and `make test` (the whole suite). Both bootstrap what is
-# missing: the Python environment, Kafka's jars (Maven Central), PostgreSQL, Redis and nginx (apt-get).
+# missing: the Python environment, Kafka's jars (Maven Central), PostgreSQL, Redis, nginx and Prometheus
+# (apt-get); `make test` also Chromium (apt-get) and the Node tools that check the contracts (npm).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: run test unit integration bench bench-quick lint audit format bootstrap infra-up infra-down infra-status migrate topics clean
+.PHONY: run test unit integration bench bench-quick lint audit format bootstrap node-tools infra-up infra-down infra-status migrate topics clean
 
 run: bootstrap
 	scripts/run.sh
 
-test: infra-up
+test: infra-up node-tools
 	$(VENV)/bin/pytest
 
 unit: bootstrap
 	$(VENV)/bin/pytest tests/unit
 
-integration: infra-up
+integration: infra-up node-tools
 	$(VENV)/bin/pytest -m integration
 
 # The benchmark (docs/performance.md): every scenario, a table on stdout and a JSON file under .local/bench/.
@@ -45,6 +46,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+# The Node tools CI checks contracts with (tools/node: the AsyncAPI parser, newman), installed exactly as
+# locked; again only when package-lock.json changes (npm ci writes node_modules/.package-lock.json).
+NODE_TOOLS := tools/node
+
+node-tools: $(NODE_TOOLS)/node_modules/.package-lock.json
+
+$(NODE_TOOLS)/node_modules/.package-lock.json: $(NODE_TOOLS)/package-lock.json $(NODE_TOOLS)/package.json
+	npm ci --no-audit --no-fund --prefix $(NODE_TOOLS)
 	touch $@
 
 infra-up: bootstrap

@@ -5,7 +5,7 @@ topics         create the topic catalogue on KAFKA_BOOTSTRAP_SERVERS
 proxy-config   render infra/nginx.conf.in for PORT / INGRESS_PORT / NOTIFIER_PORT into .local/
 prometheus-config  render a Prometheus configuration scraping every process of this host into .local/
 supervisor-config  render the Procfile as a supervisord configuration into .local/ (what `make run` runs)
-schemas        regenerate docs/schemas/*.json (the topics' public contracts) from the models
+schemas        regenerate docs/schemas/*.json and docs/asyncapi.json (the topics' contracts) from the models
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from shared.config import Settings
-from shared.contracts import write_schemas
+from shared.contracts import write_asyncapi, write_schemas
 from shared.db import migrate
 from shared.topics import ensure_topics
 
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         created = asyncio.run(ensure_topics(settings))
         print(f"topics created: {', '.join(created) or 'none (all exist)'}")
     elif args.command == "schemas":
-        for path in write_schemas():
+        for path in [*write_schemas(), write_asyncapi()]:
             print(path.relative_to(ROOT))
     elif args.command == "proxy-config":
         print(render_proxy_config(settings, args.local))

@@ -1,12 +1,14 @@
 """The public contract of every topic: which model its values follow, and that model's JSON Schema.
 
-docs/schemas/<topic>.v<version>.json are generated from the models (`python -m shared.cli schemas`) and a
-test keeps the committed files identical to the models and validates real messages against them. The
-versioning rule: a contract changes only by adding optional fields; anything else is a new topic version.
+docs/schemas/<topic>.v<version>.json and docs/asyncapi.json (every topic as an AsyncAPI 3 channel, the same
+models as its message payloads) are generated from the models (`python -m shared.cli schemas`) and a test
+keeps the committed files identical to the models and validates real messages against them. The versioning
+rule: a contract changes only by adding optional fields; anything else is a new topic version.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import orjson
 from pydantic import BaseModel
 
 from shared.events import SCHEMA_VERSION, DeadLetter, ExecuteOrder, OrderPlaced, RetryOrder, StatusEvent
+from shared.kafka import CORRELATION_HEADER
 from shared.topics import ORDER_STATUS, ORDERS, ORDERS_DLQ, ORDERS_EXECUTE, ORDERS_RETRY, TopicSpec
 
 CONTRACTS: dict[TopicSpec, type[BaseModel]] = {
@@ -23,7 +26,18 @@ CONTRACTS: dict[TopicSpec, type[BaseModel]] = {
     ORDERS_DLQ: DeadLetter,
     **dict.fromkeys(ORDERS_RETRY, RetryOrder),
 }
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+# Which of the engine's processes read a topic back (the engine writes every topic of CONTRACTS).
+READERS: dict[TopicSpec, str] = {
+    ORDERS: "The router reads it: it quotes every venue and routes the order.",
+    ORDERS_EXECUTE: "The executor reads it: it swaps the order on the chosen venue.",
+    ORDER_STATUS: "The notifier reads it (WebSocket updates), and so may analytics consumers, each under its"
+    " own consumer group (`python -m analytics`).",
+    **dict.fromkeys(ORDERS_RETRY, "The router reads it and routes the order again once it is due."),
+}
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+SCHEMA_DIR = DOCS / "schemas"
+ASYNCAPI_PATH = DOCS / "asyncapi.json"
+KAFKA_BINDING_VERSION = "0.5.0"
 
 
 def schema_for(spec: TopicSpec) -> dict[str, Any]:
@@ -53,3 +67,116 @@ def write_schemas(folder: Path = SCHEMA_DIR) -> list[Path]:
         path.write_bytes(render(schema_for(spec)))
         written.append(path)
     return written
+
+
+def channel_id(spec: TopicSpec) -> str:
+    """The AsyncAPI id of a topic's channel: `orders.retry.2s` is `ordersRetry2s`."""
+    first, *rest = re.split(r"[.\-_]", spec.name)
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+MESSAGE_HEADERS = {
+    "type": "object",
+    "properties": {
+        CORRELATION_HEADER: {
+            "type": "string",
+            "description": "The value's `correlationId` (the HTTP request's X-Request-ID) as UTF-8; absent"
+            " when it has none.",
+        }
+    },
+}
+MESSAGE_BINDINGS = {
+    "kafka": {
+        "key": {"type": "string", "format": "uuid", "description": "The orderId, as UTF-8."},
+        "bindingVersion": KAFKA_BINDING_VERSION,
+    }
+}
+
+
+def asyncapi_channel(spec: TopicSpec, payload: dict[str, Any]) -> dict[str, Any]:
+    """A topic's AsyncAPI channel: its one message, whose payload is `payload` (the topic's JSON Schema)."""
+    name = CONTRACTS[spec].__name__
+    return {
+        "address": spec.name,
+        "title": spec.name,
+        "description": f"{spec.purpose}. Keyed by orderId: all messages of an order are in one partition,"
+        " in order.",
+        "messages": {
+            name: {
+                "name": name,
+                "title": name,
+                "summary": f"The value of `{spec.name}`: the model of docs/schemas/{schema_path(spec).name}.",
+                "contentType": "application/json",
+                "headers": MESSAGE_HEADERS,
+                "payload": payload,
+                "bindings": MESSAGE_BINDINGS,
+            }
+        },
+        "bindings": {
+            "kafka": {
+                "topicConfiguration": {"retention.ms": spec.retention_ms},
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
+    }
+
+
+def asyncapi_operations(spec: TopicSpec) -> dict[str, Any]:
+    """What the engine does on a topic's channel: it sends on every one, and receives on those in READERS."""
+    channel = channel_id(spec)
+    target = {
+        "channel": {"$ref": f"#/channels/{channel}"},
+        "messages": [{"$ref": f"#/channels/{channel}/messages/{CONTRACTS[spec].__name__}"}],
+    }
+    suffix = channel[:1].upper() + channel[1:]
+    operations = {
+        f"send{suffix}": {"action": "send", **target, "summary": f"The engine writes `{spec.name}`."}
+    }
+    if spec in READERS:
+        operations[f"receive{suffix}"] = {"action": "receive", **target, "summary": READERS[spec]}
+    return operations
+
+
+def asyncapi_document() -> dict[str, Any]:
+    """docs/asyncapi.json: every topic of CONTRACTS as an AsyncAPI 3.0.0 channel whose message payload is
+    the topic's model, as in docs/schemas (embedded; definitions that models share: components.schemas)."""
+    shared: dict[str, Any] = {}
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for spec, model in CONTRACTS.items():
+        payload = model.model_json_schema(
+            by_alias=True, mode="serialization", ref_template="#/components/schemas/{model}"
+        )
+        for name, definition in payload.pop("$defs", {}).items():
+            if shared.setdefault(name, definition) != definition:
+                raise ValueError(f"two contracts define {name} differently")
+        channels[channel_id(spec)] = asyncapi_channel(spec, payload)
+        operations |= asyncapi_operations(spec)
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Order execution engine",
+            "version": str(SCHEMA_VERSION),
+            "description": "The Kafka topics of the order execution engine: their messages, and who writes"
+            " and reads them. Every value carries `v`; a contract changes only by adding optional fields,"
+            " anything else is a new topic version (docs/events.md).",
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "kafka": {
+                "host": "localhost:9092",
+                "protocol": "kafka",
+                "description": "The deployment's KAFKA_BOOTSTRAP_SERVERS. Topic names take the deployment's"
+                " TOPIC_PREFIX (empty by default): with TOPIC_PREFIX=prod. the channel `orders` is the topic"
+                " `prod.orders`.",
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {"schemas": shared},
+    }
+
+
+def write_asyncapi(path: Path = ASYNCAPI_PATH) -> Path:
+    path.write_bytes(render(asyncapi_document()))
+    return path

@@ -1,8 +1,19 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 
-from shared.contracts import CONTRACTS, render, schema_for, schema_path
+from shared.contracts import (
+    ASYNCAPI_PATH,
+    CONTRACTS,
+    asyncapi_document,
+    channel_id,
+    render,
+    schema_for,
+    schema_path,
+)
 from shared.topics import TopicSpec
 
 
@@ -19,3 +30,49 @@ def test_amounts_are_decimal_strings_in_the_contract() -> None:
 
     amount = schema_for(ORDER_STATUS)["properties"]["amountOut"]["anyOf"][0]
     assert amount == {"type": "string", "pattern": r"^\d+(\.\d+)?$"}
+
+
+def test_committed_asyncapi_document_is_what_the_models_say() -> None:
+    """docs/asyncapi.json describes the same topics and models as docs/schemas: it must not drift either."""
+    assert ASYNCAPI_PATH.read_bytes() == render(asyncapi_document()), (
+        f"{ASYNCAPI_PATH.name} is stale: run `python -m shared.cli schemas`"
+    )
+
+
+def test_every_topic_has_its_channel_with_its_model_as_payload() -> None:
+    document = asyncapi_document()
+    channels = {channel["address"]: channel for channel in document["channels"].values()}
+    assert set(channels) == {spec.name for spec in CONTRACTS}
+    for spec, model in CONTRACTS.items():
+        (message,) = channels[spec.name]["messages"].values()
+        assert message["payload"]["title"] == model.__name__
+        assert message["payload"]["properties"].keys() == schema_for(spec)["properties"].keys()
+        sends = [
+            op
+            for op in document["operations"].values()
+            if op["action"] == "send" and op["channel"] == {"$ref": f"#/channels/{channel_id(spec)}"}
+        ]
+        assert len(sends) == 1, f"the engine sends on {spec.name}"
+
+
+def references(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            yield node["$ref"]
+        for value in node.values():
+            yield from references(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from references(value)
+
+
+def test_every_reference_resolves_inside_the_asyncapi_document() -> None:
+    """Payloads point at components.schemas, operations at channels: each must exist in the document."""
+    document = asyncapi_document()
+    refs = set(references(document))
+    assert "#/components/schemas/Quote" in refs
+    for ref in refs:
+        node: Any = document
+        for part in ref.removeprefix("#/").split("/"):
+            assert isinstance(node, dict) and part in node, f"{ref} does not resolve"
+            node = node[part]
