@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from ingress import service
 from ingress.auth import Principal, authenticate
+from ingress.console import install_console
 from ingress.ratelimit import Decision, RateLimiter
 from ingress.schemas import OrderAccepted, OrderPage, OrderSummary, OrderView, PlaceOrder, Readiness
 from shared.clock import following_postgres
@@ -153,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_metrics(app)
     install_error_handlers(app)
+    install_console(app)
 
     async def execute_order(request: Request) -> Response:
         # Admission first: under overload a refusal costs no Redis call and no parsing. Then the inputs,
