@@ -19,8 +19,11 @@ since the last sample count as waiting too.
 Ingress itself can be the slowest stage: a process with ADMISSION_MAX_IN_FLIGHT POSTs in progress refuses
 the next at once.
 
-Publishing more than OUTBOX_RELAY_GRACE_MS + DEPENDENCY_TIMEOUT_MS behind (Kafka unreachable), or no sample
-for as long (Postgres unreachable), answers 503 `service_unavailable`: accepted orders would not move.
+Publishing more than OUTBOX_RELAY_GRACE_MS + DEPENDENCY_TIMEOUT_MS behind refuses too: accepted orders would
+not move. Why decides the answer. The sampler then asks Kafka for its metadata: a broker that does not answer
+is an outage, 503 `service_unavailable`; one that answers means the senders are behind (a saturated machine),
+which is overload, 429 `queue_full` with the time to catch up. No sample for as long (Postgres unreachable)
+is 503 too.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -50,6 +53,7 @@ MEMBER_TTL_S = 5.0  # a stage process silent this long is gone
 # drain rate: dividing by it gave waits of 1e26 s (and a Retry-After past 64 bits).
 MIN_MEASURED_RATE = 0.05
 MAX_RETRY_AFTER_S = 3600
+KAFKA_PROBE_TIMEOUT_S = 1.0  # a live broker answers metadata in milliseconds, even on a saturated machine
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,7 @@ class Sample:
     executor: Stage
     oldest_waiting_s: float
     outbox_lag_s: float
+    kafka_answers: bool = True  # asked only when publishing is behind
 
     def expected_wait_s(self, admitted_since: int) -> float:
         return self.router.wait_s(self.routing + admitted_since) + self.executor.wait_s(
@@ -110,8 +115,14 @@ GROUP BY stage
 
 
 class Admission:
-    def __init__(self, settings: Settings, pool: asyncpg.Pool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: asyncpg.Pool,
+        kafka_probe: Callable[[], Awaitable[object]] | None = None,
+    ) -> None:
         self._pool = pool
+        self._kafka_probe = kafka_probe
         self._interval_s = settings.admission_sample_interval_ms / 1000
         self._timeout_s = settings.dependency_timeout_ms / 1000
         self._max_wait_s = settings.admission_max_wait_ms / 1000
@@ -163,7 +174,15 @@ class Admission:
         if sample is None or time.monotonic() - sample.at > self._interval_s + self._timeout_s:
             raise ServiceUnavailable(f"the order pipeline cannot be measured ({self._error})")
         if sample.outbox_lag_s > self._max_outbox_lag_s:
-            raise ServiceUnavailable(f"orders are not reaching Kafka ({sample.outbox_lag_s:.0f} s behind)")
+            if not sample.kafka_answers:
+                raise ServiceUnavailable(
+                    f"orders are not reaching Kafka ({sample.outbox_lag_s:.0f} s behind)"
+                )
+            behind_s = sample.outbox_lag_s - self._max_outbox_lag_s
+            raise QueueFull(
+                f"publishing to Kafka is {sample.outbox_lag_s:.1f} s behind: the engine is saturated",
+                retry_after=min(math.ceil(behind_s), MAX_RETRY_AFTER_S),
+            )
         wait_s = max(sample.expected_wait_s(self._admitted_since + 1), sample.oldest_waiting_s)
         if wait_s > self._max_wait_s:
             raise QueueFull(
@@ -192,12 +211,22 @@ class Admission:
             executor=stages["executor"],
             oldest_waiting_s=row["oldest_waiting_s"],
             outbox_lag_s=row["outbox_lag_s"],
+            kafka_answers=row["outbox_lag_s"] <= self._max_outbox_lag_s or await self._kafka_answers(),
         )
         self._sample, self._admitted_since = sample, 0
         STAGE_BACKLOG.labels("router").set(sample.routing)
         STAGE_BACKLOG.labels("executor").set(sample.open)
         ADMISSION_EXPECTED_WAIT.set(max(sample.expected_wait_s(0), sample.oldest_waiting_s))
         return sample
+
+    async def _kafka_answers(self) -> bool:
+        if self._kafka_probe is None:
+            return False
+        try:
+            await asyncio.wait_for(self._kafka_probe(), KAFKA_PROBE_TIMEOUT_S)
+        except Exception:  # any failure to answer is "not answering"
+            return False
+        return True
 
     async def _run(self) -> None:
         while True:

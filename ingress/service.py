@@ -79,7 +79,7 @@ async def open_intake(
         writer.start()
         running.push_async_callback(writer.stop)
         steps = await running.enter_async_context(steps_through(pool, outbox, settings))
-        admission = Admission(settings, pool)
+        admission = Admission(settings, pool, kafka_probe=producer.client.fetch_all_metadata)
         await admission.start()
         running.push_async_callback(admission.stop)
         pruning = asyncio.create_task(

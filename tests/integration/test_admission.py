@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -16,7 +17,8 @@ import httpx
 import pytest
 
 from tests.fixtures.execution import ORDER, wait_terminal
-from tests.fixtures.stack import Stack, create_stack, destroy_stack
+from tests.fixtures.orders import fetch
+from tests.fixtures.stack import Stack, create_stack, destroy_stack, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,3 +70,44 @@ async def test_under_five_times_overload_every_accepted_order_confirms_and_the_r
     rows = await wait_terminal(small, accepted, timeout=60)
     outcomes = Counter((r["status"], r["error"]) for r in rows.values())
     assert outcomes == {("confirmed", None): len(accepted)}, outcomes
+
+
+@pytest.fixture(scope="module")
+async def relay_asleep(infrastructure: object) -> AsyncIterator[Stack]:
+    """A stack whose relay looks for abandoned outbox rows only every ten minutes (after its first pass at
+    start), so a row planted as abandoned stays unpublished for as long as a test needs."""
+    stack = await create_stack(OUTBOX_POLL_INTERVAL_MS="600000", ADMISSION_SAMPLE_INTERVAL_MS="100")
+    try:
+        yield stack
+    finally:
+        await destroy_stack(stack)
+
+
+async def test_publishing_behind_while_kafka_answers_is_429_with_the_time_to_catch_up(
+    relay_asleep: Stack,
+) -> None:
+    """The outbox 30 s behind with the broker up is what a saturated engine looks like: overload, so 429
+    `queue_full` and a Retry-After of what is left to catch up, not 503 (Kafka down is tests/integration/
+    test_faults.py's); once the row is gone, orders are taken again."""
+    stuck = uuid.uuid4()
+    await fetch(
+        relay_asleep.settings,
+        "INSERT INTO outbox (topic, key, payload, created_at)"
+        " VALUES ('order.status', $1, '{}', now() - interval '30 seconds')",
+        str(stuck),
+    )
+    async with httpx.AsyncClient(base_url=relay_asleep.base_url, timeout=10) as client:
+
+        async def refused() -> httpx.Response | None:
+            response = await client.post("/api/orders/execute", json=ORDER)
+            return response if response.status_code != 202 else None
+
+        response = await wait_for(refused, timeout=10, interval=0.1, what="a refusal, publishing behind")
+        assert response.status_code == 429 and response.json()["error"] == "queue_full", response.text
+        assert 20 <= int(response.headers["retry-after"]) <= 30, response.headers
+        await fetch(relay_asleep.settings, "DELETE FROM outbox WHERE key = $1", str(stuck))
+
+        async def accepted() -> bool:
+            return (await client.post("/api/orders/execute", json=ORDER)).status_code == 202
+
+        await wait_for(accepted, timeout=10, interval=0.1, what="orders taken once publishing caught up")

@@ -9,7 +9,7 @@ import pytest
 
 from ingress.admission import MAX_RETRY_AFTER_S, Admission, Sample, Stage
 from shared.config import Settings
-from shared.errors import QueueFull
+from shared.errors import QueueFull, ServiceUnavailable
 
 EXECUTOR = Stage("executor", slots=10, service_s=2.5, measured_rate=0.0)  # 4 swaps a second
 ROUTER = Stage("router", slots=100, service_s=0.2, measured_rate=0.0)  # 500 quotes a second
@@ -82,3 +82,19 @@ def test_a_refusal_retry_after_is_bounded() -> None:
     with pytest.raises(QueueFull) as refused:
         admission.precheck()
     assert refused.value.retry_after == MAX_RETRY_AFTER_S
+
+
+@pytest.mark.parametrize(("kafka_answers", "refusal"), [(False, ServiceUnavailable), (True, QueueFull)])
+def test_publishing_behind_is_503_if_kafka_is_away_and_429_if_the_engine_is_only_behind(
+    kafka_answers: bool, refusal: type[Exception]
+) -> None:
+    """Orders whose messages are not reaching Kafka would not move: refused. Why decides the answer: a
+    broker that does not answer is an outage (503); one that answers while the outbox falls behind is a
+    saturated engine (the senders are short of CPU), which is overload: 429 with the time to catch up."""
+    admission = Admission(Settings(outbox_relay_grace_ms=500, dependency_timeout_ms=5000), pool=None)
+    behind = replace(sample(), at=time.monotonic(), outbox_lag_s=9.0, kafka_answers=kafka_answers)
+    admission._sample = behind
+    with pytest.raises(refusal) as refused:
+        admission.precheck()
+    if kafka_answers:
+        assert isinstance(refused.value, QueueFull) and refused.value.retry_after == 4  # ceil(9 - 5.5)
