@@ -8,7 +8,7 @@ import pytest
 
 from shared.config import Settings
 from shared.health import check_kafka, check_postgres_url, check_redis_url
-from tests.fixtures.stack import Stack, create_stack, destroy_stack
+from tests.fixtures.stack import Stack, running_stack
 
 
 @pytest.fixture(scope="session")
@@ -29,8 +29,5 @@ async def infrastructure() -> Settings:
 @pytest.fixture(scope="session")
 async def stack(infrastructure: Settings) -> AsyncIterator[Stack]:
     """Every service and the proxy as separate processes, shared by the session's integration tests."""
-    started = await create_stack()
-    try:
+    async with running_stack() as started:
         yield started
-    finally:
-        await destroy_stack(started)

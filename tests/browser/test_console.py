@@ -20,7 +20,7 @@ from playwright.async_api import Browser, ConsoleMessage, Error, Locator, Page, 
 from router.service import best_quote
 from shared.dex import AMOUNT_PLACES, Latency, MockDex
 from shared.events import Dex
-from tests.fixtures.stack import ROOT, Stack, create_stack, destroy_stack
+from tests.fixtures.stack import ROOT, Stack, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -70,7 +70,7 @@ async def slow_quotes(infrastructure: object) -> AsyncIterator[Stack]:
     """Quotes slow enough (1-1.5 s) that an order waits in `routing` long enough for a click on Cancel (the
     integration tests' 300-600 ms leaves a browser too little); no price move, so an order that is not
     cancelled confirms at exactly its quote."""
-    stack = await create_stack(
+    async with running_stack(
         MOCK_QUOTE_LATENCY_MIN_MS="1000",
         MOCK_QUOTE_LATENCY_MAX_MS="1500",
         QUOTE_TIMEOUT_MS="5000",
@@ -78,43 +78,31 @@ async def slow_quotes(infrastructure: object) -> AsyncIterator[Stack]:
         MOCK_EXECUTION_LATENCY_MAX_MS="400",
         SWAP_WINDOW_MS="2000",
         MOCK_PRICE_MOVE_BPS="0",
-    )
-    try:
+    ) as stack:
         yield stack
-    finally:
-        await destroy_stack(stack)
 
 
 @pytest.fixture(scope="module")
 async def seeded(infrastructure: object) -> AsyncIterator[Stack]:
     """A seeded mock whose prices move up to ±50 % between quote and swap: every order's fate is a pure
     function of its id (see `fails_on_slippage`)."""
-    stack = await create_stack(MOCK_SEED=SEED, MOCK_PRICE_MOVE_BPS=str(PRICE_MOVE_BPS))
-    try:
+    async with running_stack(MOCK_SEED=SEED, MOCK_PRICE_MOVE_BPS=str(PRICE_MOVE_BPS)) as stack:
         yield stack
-    finally:
-        await destroy_stack(stack)
 
 
 @pytest.fixture(scope="module")
 async def rate_limited(infrastructure: object) -> AsyncIterator[Stack]:
     """Two orders a minute per client: the third is refused with 429 and Retry-After 30."""
-    stack = await create_stack(RATE_LIMIT="2")
-    try:
+    async with running_stack(RATE_LIMIT="2") as stack:
         yield stack
-    finally:
-        await destroy_stack(stack)
 
 
 @pytest.fixture(scope="module")
 async def flaky_swaps(infrastructure: object) -> AsyncIterator[Stack]:
     """Every swap fails with a retriable error, and an order gets two attempts: it goes back to pending
     once (a 2 s wait, with its countdown) and then fails."""
-    stack = await create_stack(MOCK_SWAP_TRANSIENT_ERROR_RATE="1", MAX_RETRIES="2")
-    try:
+    async with running_stack(MOCK_SWAP_TRANSIENT_ERROR_RATE="1", MAX_RETRIES="2") as stack:
         yield stack
-    finally:
-        await destroy_stack(stack)
 
 
 @pytest.fixture

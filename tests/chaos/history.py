@@ -23,7 +23,7 @@ from websockets.exceptions import WebSocketException
 from shared.topics import ORDER_STATUS
 from tests.fixtures.execution import read_topic
 from tests.fixtures.orders import fetch, order_body
-from tests.fixtures.stack import LOGS, Stack
+from tests.fixtures.stack import Stack, log_events
 
 TERMINAL = frozenset({"confirmed", "failed"})
 POST_BUDGET_S = 60.0  # a client gives up on a key after this long without an answer
@@ -161,12 +161,5 @@ async def record_outcome(stack: Stack, history: History) -> None:
     swaps = await fetch(stack.settings, "SELECT * FROM mock_dex_swaps WHERE kind = 'swap'")
     for row in swaps:
         history.swaps.setdefault(str(row["order_id"]), []).append(dict(row))
-    for log in sorted((LOGS / stack.run_id).glob("executor*.log")):
-        for line in log.read_bytes().splitlines():
-            if b'"venue.execute"' not in line:
-                continue
-            try:
-                entry = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue  # a line cut short by the SIGKILL
-            history.executions.append((str(entry["orderId"]), int(entry["attempt"])))
+    for entry in log_events(stack, "venue.execute", "executor"):
+        history.executions.append((str(entry["orderId"]), int(entry["attempt"])))

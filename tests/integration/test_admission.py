@@ -18,7 +18,7 @@ import pytest
 
 from tests.fixtures.execution import ORDER, wait_terminal
 from tests.fixtures.orders import fetch
-from tests.fixtures.stack import Stack, create_stack, destroy_stack, wait_for
+from tests.fixtures.stack import Stack, running_stack, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -28,7 +28,7 @@ DURATION_S = 6
 
 @pytest.fixture(scope="module")
 async def small(infrastructure: object) -> AsyncIterator[Stack]:
-    stack = await create_stack(
+    async with running_stack(
         QUEUE_CONCURRENCY="4",
         MOCK_EXECUTION_LATENCY_MIN_MS="400",
         MOCK_EXECUTION_LATENCY_MAX_MS="600",
@@ -37,11 +37,8 @@ async def small(infrastructure: object) -> AsyncIterator[Stack]:
         ORDER_DEADLINE_MS="8000",
         ADMISSION_MAX_WAIT_MS="3000",
         ADMISSION_SAMPLE_INTERVAL_MS="100",
-    )
-    try:
+    ) as stack:
         yield stack
-    finally:
-        await destroy_stack(stack)
 
 
 async def test_under_five_times_overload_every_accepted_order_confirms_and_the_rest_is_429(
@@ -76,11 +73,8 @@ async def test_under_five_times_overload_every_accepted_order_confirms_and_the_r
 async def relay_asleep(infrastructure: object) -> AsyncIterator[Stack]:
     """A stack whose relay looks for abandoned outbox rows only every ten minutes (after its first pass at
     start), so a row planted as abandoned stays unpublished for as long as a test needs."""
-    stack = await create_stack(OUTBOX_POLL_INTERVAL_MS="600000", ADMISSION_SAMPLE_INTERVAL_MS="100")
-    try:
+    async with running_stack(OUTBOX_POLL_INTERVAL_MS="600000", ADMISSION_SAMPLE_INTERVAL_MS="100") as stack:
         yield stack
-    finally:
-        await destroy_stack(stack)
 
 
 async def test_publishing_behind_while_kafka_answers_is_429_with_the_time_to_catch_up(

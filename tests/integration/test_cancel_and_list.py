@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -20,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from shared.topics import ORDER_STATUS
 from tests.fixtures.execution import read_topic
 from tests.fixtures.orders import client_ip, fetch, order_body, wait_terminal
-from tests.fixtures.stack import LOGS, Stack, create_stack, destroy_stack, wait_for
+from tests.fixtures.stack import Stack, log_events, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,18 +30,15 @@ RACES = 200
 async def slow_quotes(infrastructure: object) -> AsyncIterator[Stack]:
     """Quotes slow enough that an order waits in `routing` for a cancel; no price move, so an order that is
     not cancelled confirms."""
-    stack = await create_stack(
+    async with running_stack(
         MOCK_QUOTE_LATENCY_MIN_MS="300",
         MOCK_QUOTE_LATENCY_MAX_MS="600",
         MOCK_EXECUTION_LATENCY_MIN_MS="200",
         MOCK_EXECUTION_LATENCY_MAX_MS="400",
         SWAP_WINDOW_MS="2000",
         MOCK_PRICE_MOVE_BPS="0",
-    )
-    try:
+    ) as stack:
         yield stack
-    finally:
-        await destroy_stack(stack)
 
 
 async def place(client: httpx.AsyncClient, ip: str, **overrides: Any) -> str:
@@ -71,18 +67,6 @@ async def events_until_closed(stack: Stack, order_id: str) -> tuple[list[dict[st
         return events, ws.close_code
 
 
-def stage_log_lines(stack: Stack, event: str) -> list[dict[str, Any]]:
-    lines = []
-    """`event`'s lines in the router's and the executor's logs."""
-    for log in sorted((LOGS / stack.run_id).glob("*.log")):
-        if not log.name.startswith(("router", "executor")):
-            continue
-        for raw in log.read_bytes().splitlines():
-            if f'"event":"{event}"'.encode() in raw:
-                lines.append(orjson.loads(raw))
-    return lines
-
-
 async def test_an_order_cancelled_while_routing_ends_cancelled_and_is_never_swapped(
     slow_quotes: Stack,
 ) -> None:
@@ -106,7 +90,8 @@ async def test_an_order_cancelled_while_routing_ends_cancelled_and_is_never_swap
     # The router's quotes come back after the cancel: its step to building must lose to it.
     await wait_for(
         lambda: any(
-            e["orderId"] == order_id for e in stage_log_lines(slow_quotes, "order.step_taken_elsewhere")
+            e["orderId"] == order_id
+            for e in log_events(slow_quotes, "order.step_taken_elsewhere", "router", "executor")
         ),
         timeout=10,
         what="the router's step after the cancel, refused",
@@ -177,7 +162,7 @@ async def test_cancel_raced_against_execution_never_lets_a_cancelled_order_swap(
     swapped = {
         str(r["order_id"]) for r in await fetch(slow_quotes.settings, "SELECT order_id FROM mock_dex_swaps")
     }
-    executed = {e["orderId"] for e in stage_log_lines(slow_quotes, "venue.execute")}
+    executed = {e["orderId"] for e in log_events(slow_quotes, "venue.execute", "executor")}
     for order_id, code in answers.items():
         if code == 200:
             assert rows[order_id] == "cancelled", f"{order_id}: told cancelled, is {rows[order_id]}"

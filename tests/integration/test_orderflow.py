@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from tests.fixtures.orders import fetch
-from tests.fixtures.stack import Stack, create_stack, destroy_stack, free_port, wait_for
+from tests.fixtures.stack import Stack, free_port, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,16 +37,13 @@ async def engine(infrastructure: object) -> AsyncIterator[Stack]:
     """A stack of its own (orders are listed per client, and every CLI run is 127.0.0.1), with quotes slow
     enough that an order waits in routing while a separate `orderflow cancel` process starts; the default
     ±1 % price move, so a 1 bps tolerance can trip."""
-    stack = await create_stack(
+    async with running_stack(
         MOCK_QUOTE_LATENCY_MIN_MS="2500",
         MOCK_QUOTE_LATENCY_MAX_MS="3000",
         QUOTE_TIMEOUT_MS="6000",
         MOCK_PRICE_MOVE_BPS="100",
-    )
-    try:
+    ) as stack:
         yield stack
-    finally:
-        await destroy_stack(stack)
 
 
 @dataclass(frozen=True)
