@@ -68,10 +68,10 @@ infra-status: bootstrap
 	$(PY) scripts/infra.py status
 
 migrate: bootstrap
-	$(PY) -m shared.cli migrate
+	$(PY) -m shared.runtime.cli migrate
 
 topics: bootstrap
-	$(PY) -m shared.cli topics
+	$(PY) -m shared.runtime.cli topics
 
 clean: infra-down
 	rm -rf .local

@@ -9,12 +9,13 @@ import sys
 import orjson
 
 from analytics.report import build_report, render
-from shared.config import Settings
+from shared.messaging.topics import ANALYTICS_GROUP
+from shared.runtime.config import Settings
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m analytics", description=__doc__)
-    parser.add_argument("--group", default="order-engine-analytics", help="consumer group (prefixed)")
+    parser.add_argument("--group", default=ANALYTICS_GROUP, help="consumer group (prefixed)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args()
     summary = asyncio.run(build_report(Settings(), args.group)).summary()

@@ -16,10 +16,11 @@ from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer
 
-from shared.config import Settings
-from shared.events import OrderStatus, StatusEvent
-from shared.kafka import topic_partitions
-from shared.topics import ORDER_STATUS
+from shared.domain.events import StatusEvent
+from shared.domain.status import OrderStatus
+from shared.messaging.kafka import topic_partitions
+from shared.messaging.topics import ORDER_STATUS
+from shared.runtime.config import Settings
 
 
 @dataclass

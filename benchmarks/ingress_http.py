@@ -20,9 +20,9 @@ import uvloop
 
 from ingress import api, service
 from ingress.schemas import OrderAccepted, PlaceOrder
-from shared.config import Settings
-from shared.events import OrderStatus
-from shared.logging import configure_logging
+from shared.domain.status import OrderStatus
+from shared.runtime.config import Settings
+from shared.runtime.logging import configure_logging
 
 REPS = 40
 BODY = b'{"type":"market","tokenIn":"SOL","tokenOut":"USDC","amountIn":"1.5","slippage":"0.01"}'

@@ -1,5 +1,5 @@
 """CPU cost of one log line as the stages write it: `order.step` with the order, correlation and job bound
-as context variables, through shared.logging's configuration, to this process's stdout.
+as context variables, through shared.runtime.logging's configuration, to this process's stdout.
 
     .venv/bin/python -m benchmarks.log_lines --lines 100000 > /dev/null
     .venv/bin/python -m benchmarks.log_lines --level warning > /dev/null
@@ -20,7 +20,7 @@ import time
 
 import structlog
 
-from shared.logging import configure_logging, get_logger
+from shared.runtime.logging import configure_logging, get_logger
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
 
     configure_logging("bench", args.level)
-    ours = get_logger("shared.orders")
+    ours = get_logger("shared.store.steps")
     library = logging.getLogger("uvicorn.error")
 
     def log(seq: int) -> None:

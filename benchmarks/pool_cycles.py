@@ -1,4 +1,4 @@
-"""CPU cost of the client side of one pool round: acquire, `SELECT 1`, release, through shared.db's pool.
+"""CPU cost of the client side of one pool round: acquire, `SELECT 1`, release, through our pool.
 
     .venv/bin/python -m benchmarks.pool_cycles --cycles 20000
     .venv/bin/python -m benchmarks.pool_cycles --dsn 'postgres://user:password@localhost:5432/order_engine?sslmode=require'
@@ -15,8 +15,8 @@ import asyncio
 import os
 import time
 
-from shared.config import Settings
-from shared.db import create_pool
+from shared.runtime.config import Settings
+from shared.store.db import create_pool
 
 
 async def run(dsn: str, cycles: int, reset: str) -> None:

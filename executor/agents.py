@@ -5,10 +5,10 @@ from __future__ import annotations
 import faust
 
 from executor.service import ExecuteJob, ExecutorService
-from shared.config import get_settings
-from shared.events import ExecuteOrder
-from shared.streaming import BATCH_WITHIN_S, StageApp, StageContext, job_id
-from shared.topics import ORDERS_EXECUTE
+from shared.domain.events import ExecuteOrder
+from shared.messaging.streaming import BATCH_WITHIN_S, StageApp, StageContext, job_id
+from shared.messaging.topics import EXECUTOR_GROUP, ORDERS_EXECUTE
+from shared.runtime.config import get_settings
 
 
 def build(ctx: StageContext) -> ExecutorService:
@@ -31,6 +31,7 @@ app: StageApp[ExecutorService] = StageApp(
     "executor",
     settings,
     build,
+    group=EXECUTOR_GROUP,
     capacity=settings.queue_concurrency,
     expected_job_s=settings.mock_execution_latency_max_ms / 1000,
     sweep=sweep,

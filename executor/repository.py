@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncpg
 
-from shared.orders import STAGE_COLUMNS, OrderRecord
+from shared.domain.order import OrderRecord
+from shared.store.orders import STAGE_COLUMNS
 
 SWEEP_BATCH = 500
 

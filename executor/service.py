@@ -22,19 +22,23 @@ from uuid import UUID
 import asyncpg
 
 from executor import repository
-from shared.db import UNREACHABLE, exclusive
-from shared.dex import MockDex, SwapResult
-from shared.errors import BlockhashExpired, DexError, SlippageExceeded
-from shared.events import OrderPlaced, OrderStatus, realised_slippage_bps, utcnow
-from shared.logging import get_logger
-from shared.metrics import EXECUTION_SECONDS, QUEUE_WAIT_SECONDS, SWAPS_IN_FLIGHT
-from shared.orders import OrderRecord, OrderSteps, message
-from shared.outbox import Message
-from shared.streaming import TaskPool, job_context
-from shared.topics import ORDERS
+from shared.domain.errors import BlockhashExpired, DexError, SlippageExceeded
+from shared.domain.events import OrderPlaced, realised_slippage_bps
+from shared.domain.order import OrderRecord
+from shared.domain.status import OrderStatus
+from shared.messaging.outbox import Message
+from shared.messaging.streaming import job_context
+from shared.messaging.topics import ORDERS
+from shared.runtime.clock import utcnow
+from shared.runtime.logging import get_logger
+from shared.runtime.metrics import EXECUTION_SECONDS, QUEUE_WAIT_SECONDS, SWAPS_IN_FLIGHT
+from shared.runtime.tasks import TaskPool
+from shared.store.db import UNREACHABLE, exclusive
+from shared.store.orders import message
+from shared.store.steps import OrderSteps
+from shared.venue.protocol import SwapResult, Venue
 
 logger = get_logger(__name__)
-S = OrderStatus
 SWEEP_LOCK = 7_306_003  # pg advisory lock key: one executor sweeps at a time
 SETTLE_MARGIN_MS = 1000  # past valid_until, clocks of the venue (Postgres) and of this process agree
 
@@ -52,7 +56,7 @@ class ExecutorService:
     def __init__(
         self,
         steps: OrderSteps,
-        dex: MockDex,
+        dex: Venue,
         pool: asyncpg.Pool,
         tasks: TaskPool,
         *,
@@ -78,7 +82,7 @@ class ExecutorService:
                 order = orders.get(job.order_id)
                 if order is None:
                     logger.warning("order.unknown", orderId=str(job.order_id))
-                elif order.status is not S.BUILDING:
+                elif order.status is not OrderStatus.BUILDING:
                     # Redelivered (or overtaken by a retry): Postgres says where the order is. A submitted
                     # order's swap is either running or will be settled by the sweep: never a second driver.
                     continue
@@ -99,7 +103,9 @@ class ExecutorService:
                 await self._steps.time_out(order)
                 submitted = None
             else:
-                submitted = await self._steps.advance(order, S.SUBMITTED, attempt=max(order.attempt, 1))
+                submitted = await self._steps.advance(
+                    order, OrderStatus.SUBMITTED, attempt=max(order.attempt, 1)
+                )
         except BaseException as exc:
             recorded.set_exception(exc)
             raise
@@ -143,7 +149,7 @@ class ExecutorService:
         logger.info("order.confirmed", orderId=str(order.id), dex=result.dex.value, tx_hash=result.tx_hash)
         await self._steps.advance(
             order,
-            S.CONFIRMED,
+            OrderStatus.CONFIRMED,
             dex=result.dex,
             tx_hash=result.tx_hash,
             executed_price=result.executed_price,

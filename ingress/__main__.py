@@ -1,8 +1,8 @@
 """`python -m ingress`: serve the HTTP API."""
 
 from ingress.api import create_app
-from shared.config import get_settings
-from shared.http import serve
+from shared.runtime.config import get_settings
+from shared.web.app import serve
 
 settings = get_settings()
 serve("ingress", create_app(settings), settings.ingress_host, settings.ingress_port, settings.log_level)

@@ -37,14 +37,14 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from shared.config import Settings
-from shared.db import UNREACHABLE
-from shared.errors import QueueFull, ServiceUnavailable
-from shared.events import OPEN_ORDER_SQL
-from shared.logging import get_logger
-from shared.metrics import ADMISSION_EXPECTED_WAIT, STAGE_BACKLOG
-from shared.outbox import SENDABLE
-from shared.tasks import cancel_and_wait
+from shared.domain.errors import QueueFull, ServiceUnavailable
+from shared.messaging.outbox import SENDABLE
+from shared.runtime.config import Settings
+from shared.runtime.logging import get_logger
+from shared.runtime.metrics import ADMISSION_EXPECTED_WAIT, STAGE_BACKLOG
+from shared.runtime.tasks import cancel_and_wait
+from shared.store.db import UNREACHABLE
+from shared.store.orders import OPEN_ORDER_SQL
 
 logger = get_logger(__name__)
 
@@ -100,7 +100,7 @@ SELECT
     COALESCE(extract(epoch FROM clock_timestamp() - min(created_at) FILTER (
         WHERE status IN ('pending', 'routing', 'building') AND attempt <= 1)), 0)::float8 AS oldest_waiting_s,
     -- the oldest row is the first by id (ids are taken in commit order, near enough): one index probe
-    -- (parked rows, which wait for an operator, are not lag: shared/outbox.py)
+    -- (parked rows, which wait for an operator, are not lag: shared/messaging/outbox.py)
     COALESCE((SELECT extract(epoch FROM clock_timestamp() - created_at) FROM outbox WHERE {SENDABLE}
               ORDER BY id LIMIT 1), 0)::float8 AS outbox_lag_s
 FROM orders WHERE {OPEN_ORDER_SQL}

@@ -18,25 +18,16 @@ from ingress.auth import Principal, authenticate
 from ingress.console import install_console
 from ingress.ratelimit import Decision, RateLimiter
 from ingress.schemas import OrderAccepted, OrderPage, OrderSummary, OrderView, PlaceOrder, Readiness
-from shared.clock import following_postgres
-from shared.config import Settings, get_settings
-from shared.db import create_pool, migrate
-from shared.errors import InvalidBody
-from shared.events import OrderStatus
-from shared.health import check_postgres, check_redis
-from shared.http import (
-    NO_OPENTELEMETRY,
-    CorsPolicy,
-    DirectRoute,
-    HttpEdgeMiddleware,
-    client_address,
-    decode_json_body,
-    error_responses,
-    install_error_handlers,
-    install_metrics,
-    json_response,
-)
-from shared.kafka import new_producer
+from shared.domain.errors import InvalidBody
+from shared.domain.status import OrderStatus
+from shared.messaging.kafka import new_producer
+from shared.runtime.clock import following_postgres
+from shared.runtime.config import Settings, get_settings
+from shared.runtime.health import check_postgres, check_redis
+from shared.store.db import create_pool, migrate
+from shared.web.app import NO_OPENTELEMETRY, DirectRoute, install_metrics
+from shared.web.edge import CorsPolicy, HttpEdgeMiddleware, client_address
+from shared.web.envelope import decode_json_body, error_responses, install_error_handlers, json_response
 
 REDIS_CONNECTIONS = 64  # per ingress process: each command holds one for a round trip
 

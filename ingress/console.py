@@ -16,9 +16,9 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from ingress.auth import authenticate
-from shared.dex import KNOWN_TOKENS
-from shared.errors import NotFound
-from shared.http import error_responses
+from shared.domain.errors import NotFound
+from shared.venue.model import KNOWN_TOKENS
+from shared.web.envelope import error_responses
 
 INDEX = "index.html"
 MEDIA_TYPES = {

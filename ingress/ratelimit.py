@@ -1,4 +1,4 @@
-"""Per-client token bucket in Redis (seed §5): RATE_LIMIT tokens a minute, burst = RATE_LIMIT.
+"""Per-client token bucket in Redis RATE_LIMIT tokens a minute, burst = RATE_LIMIT.
 
 One Lua script reads the bucket, refills it for the time elapsed (Redis's own clock, so ingress processes
 with skewed clocks agree), takes a token if there is one and writes it back, atomically: any number of
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.errors import RateLimited, ServiceUnavailable
-from shared.logging import get_logger
+from shared.domain.errors import RateLimited, ServiceUnavailable
+from shared.runtime.logging import get_logger
 
 logger = get_logger(__name__)
 

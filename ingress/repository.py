@@ -10,11 +10,12 @@ from uuid import UUID
 
 import asyncpg
 
-from shared.batching import Flushed
-from shared.events import OrderPlaced, OrderStatus, StatusEvent
-from shared.orders import OrderRecord
-from shared.outbox import Message, OutboxRow, message_arrays
-from shared.topics import ORDER_STATUS, ORDERS
+from shared.domain.events import OrderPlaced, StatusEvent
+from shared.domain.order import OrderRecord
+from shared.domain.status import OrderStatus
+from shared.messaging.outbox import Message, OutboxRow, message_arrays
+from shared.messaging.topics import ORDER_STATUS, ORDERS
+from shared.store.batching import Flushed
 
 
 @dataclass(frozen=True)

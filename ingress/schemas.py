@@ -1,4 +1,4 @@
-"""The HTTP bodies of the ingress API, and the rules a placed order must satisfy (seed §5, §10)."""
+"""The HTTP bodies of the ingress API, and the rules a placed order must satisfy."""
 
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from shared.dex import KNOWN_TOKENS
-from shared.events import Amount, Dex, OrderStatus, Quote, Wire, _plain
-from shared.orders import OrderRecord
+from shared.domain.events import Amount, Dex, Quote, Wire, plain_decimal
+from shared.domain.order import OrderRecord
+from shared.domain.status import OrderStatus
+from shared.venue.model import KNOWN_TOKENS
 
 BASE58_MINT = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")
 DECIMAL_TEXT = re.compile(r"^[0-9]{1,40}(\.[0-9]{1,40})?$")
@@ -89,7 +90,7 @@ def _amount_in(value: Decimal) -> Decimal:
     if value <= 0:
         raise PydanticCustomError("amount", "must be greater than 0")
     if value > MAX_AMOUNT_IN:
-        raise PydanticCustomError("amount", "must be at most {max}", {"max": _plain(MAX_AMOUNT_IN)})
+        raise PydanticCustomError("amount", "must be at most {max}", {"max": plain_decimal(MAX_AMOUNT_IN)})
     if _fraction_digits(value) > MAX_FRACTION_DIGITS:
         raise PydanticCustomError("amount", "must have at most 18 digits after the decimal point")
     return value
@@ -206,8 +207,8 @@ class PlaceOrder(BaseModel):
             "type": self.type,
             "tokenIn": self.token_in,
             "tokenOut": self.token_out,
-            "amountIn": _plain(self.amount_in),
-            "slippage": _plain(self.slippage_fraction),
+            "amountIn": plain_decimal(self.amount_in),
+            "slippage": plain_decimal(self.slippage_fraction),
             "clientOrderId": self.client_order_id,
         }
         return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()

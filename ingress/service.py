@@ -23,10 +23,7 @@ from ingress import repository
 from ingress.admission import Admission
 from ingress.repository import KeyClaim, KeyHolder, NewOrder, Placement, Position
 from ingress.schemas import OrderAccepted, PlaceOrder
-from shared.batching import GroupCommit
-from shared.config import Settings
-from shared.db import UNREACHABLE
-from shared.errors import (
+from shared.domain.errors import (
     IdempotencyConflict,
     IdempotencyInProgress,
     InvalidBody,
@@ -34,11 +31,18 @@ from shared.errors import (
     ServiceUnavailable,
     TooLateToCancel,
 )
-from shared.events import OrderPlaced, OrderStatus, StatusEvent, utcnow
-from shared.logging import get_logger
-from shared.metrics import ORDERS_ACCEPTED
-from shared.orders import BEFORE_SUBMISSION, OrderRecord, OrderSteps, load_order, steps_through
-from shared.outbox import Outbox
+from shared.domain.events import OrderPlaced, StatusEvent
+from shared.domain.order import OrderRecord
+from shared.domain.status import BEFORE_SUBMISSION, OrderStatus
+from shared.messaging.outbox import Outbox
+from shared.runtime.clock import utcnow
+from shared.runtime.config import Settings
+from shared.runtime.logging import get_logger
+from shared.runtime.metrics import ORDERS_ACCEPTED
+from shared.store.batching import GroupCommit
+from shared.store.db import UNREACHABLE
+from shared.store.orders import load_order
+from shared.store.steps import OrderSteps, steps_through
 
 logger = get_logger(__name__)
 

@@ -2,8 +2,8 @@
 
 from notifier.transport import protocol_class
 from notifier.ws import create_app
-from shared.config import get_settings
-from shared.http import serve
+from shared.runtime.config import get_settings
+from shared.web.app import serve
 
 settings = get_settings()
 serve(

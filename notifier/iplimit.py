@@ -18,8 +18,8 @@ from collections import defaultdict
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from shared.logging import get_logger
-from shared.tasks import cancel_and_wait
+from shared.runtime.logging import get_logger
+from shared.runtime.tasks import cancel_and_wait
 
 logger = get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""How many WebSockets a client may hold (who the client is: shared.http.client_address).
+"""How many WebSockets a client may hold (who the client is: shared.web.edge.client_address).
 
 At most `WS_MAX_PER_ORDER_IP` (3) concurrent connections per orderId per client IP, and at most
 `WS_MAX_CONNECTIONS` per process. Both are checked at the handshake, before anything is accepted or

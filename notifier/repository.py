@@ -7,7 +7,7 @@ from uuid import UUID
 
 import asyncpg
 
-from shared.events import OrderStatus
+from shared.domain.status import OrderStatus
 
 
 async def snapshot(

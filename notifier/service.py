@@ -20,12 +20,12 @@ from uuid import UUID
 
 from aiokafka import AIOKafkaConsumer
 
-from shared.config import Settings
-from shared.events import StatusEvent
-from shared.kafka import topic_partitions
-from shared.logging import get_logger
-from shared.tasks import cancel_and_wait
-from shared.topics import ORDER_STATUS
+from shared.domain.events import StatusEvent
+from shared.messaging.kafka import topic_partitions
+from shared.messaging.topics import ORDER_STATUS
+from shared.runtime.config import Settings
+from shared.runtime.logging import get_logger
+from shared.runtime.tasks import cancel_and_wait
 
 logger = get_logger(__name__)
 
@@ -102,7 +102,7 @@ class Hub:
         await self._consumer.start()
         partitions = await topic_partitions(self._consumer._client, topic)
         if not partitions:
-            raise RuntimeError(f"topic {topic} does not exist: run `python -m shared.cli topics`")
+            raise RuntimeError(f"topic {topic} does not exist: run `python -m shared.runtime.cli topics`")
         self._consumer.assign(partitions)
         await self._consumer.seek_to_end(*partitions)
         for tp in partitions:  # resolve every position now, so that no event after "ready" is skipped

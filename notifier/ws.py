@@ -38,22 +38,16 @@ from notifier.iplimit import IpLeases
 from notifier.limits import ConnectionLimits, Refusal
 from notifier.service import Hub, Subscription
 from notifier.transport import EXTENSION, Link
-from shared.clock import following_postgres
-from shared.config import Settings, get_settings
-from shared.db import create_pool
-from shared.events import StatusEvent, utcnow
-from shared.health import check_postgres
-from shared.http import (
-    CorrelationMiddleware,
-    client_address,
-    error_body,
-    error_response,
-    install_error_handlers,
-    install_metrics,
-    json_response,
-)
-from shared.logging import get_logger
-from shared.metrics import WS_CONNECTIONS, WS_DELIVERY_SECONDS, WS_EVENTS_DELIVERED
+from shared.domain.events import StatusEvent
+from shared.runtime.clock import following_postgres, utcnow
+from shared.runtime.config import Settings, get_settings
+from shared.runtime.health import check_postgres
+from shared.runtime.logging import get_logger
+from shared.runtime.metrics import WS_CONNECTIONS, WS_DELIVERY_SECONDS, WS_EVENTS_DELIVERED
+from shared.store.db import create_pool
+from shared.web.app import install_metrics
+from shared.web.edge import CorrelationMiddleware, client_address
+from shared.web.envelope import error_body, error_response, install_error_handlers, json_response
 
 logger = get_logger(__name__)
 

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orderflow.errors import TERMINAL
-from shared.events import BPS, realised_slippage_bps
+from shared.domain.events import BPS, realised_slippage_bps
 
 CENTS = Decimal("0.01")
 STATUS_STYLES = {

@@ -8,11 +8,12 @@ from __future__ import annotations
 import faust
 
 from router.service import RouteJob, RouterService
-from shared.config import get_settings
-from shared.events import OrderPlaced, RetryOrder, sleep_until
-from shared.orders import RETRY_DELAYS
-from shared.streaming import BATCH_WITHIN_S, StageApp, StageContext, job_id
-from shared.topics import ORDERS, ORDERS_RETRY
+from shared.domain.events import OrderPlaced, RetryOrder
+from shared.messaging.streaming import BATCH_WITHIN_S, StageApp, StageContext, job_id
+from shared.messaging.topics import ORDERS, ORDERS_RETRY, ROUTER_GROUP
+from shared.runtime.clock import sleep_until
+from shared.runtime.config import get_settings
+from shared.store.steps import RETRY_DELAYS
 
 
 def build(ctx: StageContext) -> RouterService:
@@ -24,6 +25,7 @@ app: StageApp[RouterService] = StageApp(
     "router",
     settings,
     build,
+    group=ROUTER_GROUP,
     capacity=settings.router_concurrency,
     expected_job_s=settings.mock_quote_latency_max_ms / 1000,
 )

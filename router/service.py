@@ -1,8 +1,8 @@
 """Routing use case: pending → routing → building, then hand the order to the executor.
 
-A retriable failure (no venue answered, and at least one failure was transient) goes round the retry loop of
-`shared/orders.py`; a retry comes back here from its retry topic once due and is routed afresh (new quotes:
-a stale quote is the likeliest reason a swap failed).
+A retriable failure (no venue answered, and at least one failure was transient) goes round the retry loop
+of `shared/store/steps.py`; a retry comes back here from its retry topic once due and is routed afresh (new
+quotes: a stale quote is the likeliest reason a swap failed).
 """
 
 from __future__ import annotations
@@ -12,18 +12,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from shared.dex import MockDex
-from shared.errors import DexError, NoVenueCanQuote, QuoteUnavailable
-from shared.events import Dex, ExecuteOrder, OrderStatus, Quote, utcnow
-from shared.logging import get_logger
-from shared.metrics import QUEUE_WAIT_SECONDS, QUOTE_SECONDS
-from shared.orders import BEFORE_SUBMISSION, OrderRecord, OrderSteps, message
-from shared.outbox import Message
-from shared.streaming import TaskPool, job_context
-from shared.topics import ORDERS_EXECUTE
+from shared.domain.errors import DexError, NoVenueCanQuote, QuoteUnavailable
+from shared.domain.events import Dex, ExecuteOrder, Quote
+from shared.domain.order import OrderRecord
+from shared.domain.status import BEFORE_SUBMISSION, OrderStatus
+from shared.messaging.outbox import Message
+from shared.messaging.streaming import job_context
+from shared.messaging.topics import ORDERS_EXECUTE
+from shared.runtime.clock import utcnow
+from shared.runtime.logging import get_logger
+from shared.runtime.metrics import QUEUE_WAIT_SECONDS, QUOTE_SECONDS
+from shared.runtime.tasks import TaskPool
+from shared.store.orders import message
+from shared.store.steps import OrderSteps
+from shared.venue.protocol import Venue
 
 logger = get_logger(__name__)
-S = OrderStatus
 
 
 def best_quote(quotes: dict[Dex, Quote]) -> Quote:
@@ -58,7 +62,7 @@ class RouteJob:
 
 
 class RouterService:
-    def __init__(self, steps: OrderSteps, dex: MockDex, tasks: TaskPool, *, quote_timeout_s: float) -> None:
+    def __init__(self, steps: OrderSteps, dex: Venue, tasks: TaskPool, *, quote_timeout_s: float) -> None:
         self._steps = steps
         self._dex = dex
         self._tasks = tasks
@@ -78,15 +82,17 @@ class RouterService:
                     logger.warning("order.unknown", orderId=str(job.order_id))
                 elif order.status in BEFORE_SUBMISSION and self._steps.overdue(order):
                     started.append(asyncio.create_task(self._steps.time_out(order)))
-                elif order.status is S.PENDING:
+                elif order.status is OrderStatus.PENDING:
                     due = order.latest_event().next_retry_at
                     if due is not None and due > utcnow():
                         logger.info("order.retry_not_due", orderId=str(order.id))
                         continue  # its retry topic brings it back when due
                     started.append(asyncio.create_task(self._start(order)))
-                elif order.status is S.ROUTING:  # redelivered after its routing step: quote it again
+                elif (
+                    order.status is OrderStatus.ROUTING
+                ):  # redelivered after its routing step: quote it again
                     started.append(asyncio.create_task(self._tasks.spawn(self._build(order))))
-                elif order.status is S.BUILDING:  # re-driven: its command was lost downstream
+                elif order.status is OrderStatus.BUILDING:  # re-driven: its command was lost downstream
                     handovers.append(message(ORDERS_EXECUTE, order, execute_command(order)))
                 # Submitted and later: the executor or its sweep owns the order; cancelled: nobody.
         for outcome in await asyncio.gather(*started, return_exceptions=True):
@@ -97,7 +103,7 @@ class RouterService:
     async def _start(self, order: OrderRecord) -> None:
         if order.attempt <= 1:
             QUEUE_WAIT_SECONDS.labels("routing").observe((utcnow() - order.created_at).total_seconds())
-        routing = await self._steps.advance(order, S.ROUTING, attempt=max(order.attempt, 1))
+        routing = await self._steps.advance(order, OrderStatus.ROUTING, attempt=max(order.attempt, 1))
         if routing is not None:
             await self._tasks.spawn(self._build(routing))
 
@@ -118,7 +124,11 @@ class RouterService:
             quotes={d.value: str(q.amount_out) for d, q in quotes.items()},
         )
         await self._steps.advance(
-            order, S.BUILDING, (ORDERS_EXECUTE, execute_command(order, best)), dex=best.dex, quotes=quotes
+            order,
+            OrderStatus.BUILDING,
+            (ORDERS_EXECUTE, execute_command(order, best)),
+            dex=best.dex,
+            quotes=quotes,
         )
 
     async def _quote_both(self, order: OrderRecord) -> tuple[dict[Dex, Quote], dict[Dex, BaseException]]:

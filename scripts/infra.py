@@ -26,8 +26,8 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from shared.config import Settings  # noqa: E402
-from shared.health import check_kafka, check_postgres_url, check_redis_url  # noqa: E402
+from shared.runtime.config import Settings  # noqa: E402
+from shared.runtime.health import check_kafka, check_postgres_url, check_redis_url  # noqa: E402
 
 LOCAL = ROOT / ".local"
 RUN = LOCAL / "run"

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from shared.config import Settings
-from shared.health import check_kafka, check_postgres_url, check_redis_url
+from shared.runtime.config import Settings
+from shared.runtime.health import check_kafka, check_postgres_url, check_redis_url
 from tests.fixtures.stack import Stack, running_stack
 
 

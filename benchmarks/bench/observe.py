@@ -25,6 +25,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
+from shared.messaging.topics import GROUP_PREFIX
+
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
@@ -207,7 +209,7 @@ class GroupLag:
                 done = committed[tp].offset if tp in committed and committed[tp].offset >= 0 else 0
                 key = f"topic={tp.topic.removeprefix(self.prefix)}"
                 lag[key] = lag.get(key, 0.0) + max(0, ends[tp] - done)
-            out[str(group).removeprefix(self.prefix).removeprefix("order-engine-")] = lag
+            out[str(group).removeprefix(self.prefix).removeprefix(GROUP_PREFIX)] = lag
         return out
 
 

@@ -18,8 +18,9 @@ import pytest
 from playwright.async_api import Browser, ConsoleMessage, Error, Locator, Page, async_playwright, expect
 
 from router.service import best_quote
-from shared.dex import AMOUNT_PLACES, Latency, MockDex
-from shared.events import Dex
+from shared.domain.events import Dex
+from shared.venue.mock import MockDex
+from shared.venue.model import AMOUNT_PLACES, Latency
 from tests.fixtures.stack import ROOT, Stack, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]

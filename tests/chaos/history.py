@@ -20,7 +20,7 @@ import orjson
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from shared.topics import ORDER_STATUS
+from shared.messaging.topics import ORDER_STATUS
 from tests.fixtures.execution import read_topic
 from tests.fixtures.orders import fetch, order_body
 from tests.fixtures.stack import Stack, log_events

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from shared.config import Settings
-from shared.outbox import RELAY_LOCK
+from shared.messaging.outbox import RELAY_LOCK
+from shared.runtime.config import Settings
 from tests.chaos.checker import RESULTS, Findings, check
 from tests.chaos.history import Clients, History, record_outcome
 from tests.fixtures.execution import wait_terminal

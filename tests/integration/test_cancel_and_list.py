@@ -16,7 +16,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from shared.topics import ORDER_STATUS
+from shared.messaging.topics import ORDER_STATUS
 from tests.fixtures.execution import read_topic
 from tests.fixtures.orders import client_ip, fetch, order_body, wait_terminal
 from tests.fixtures.stack import Stack, log_events, running_stack, wait_for

@@ -10,9 +10,9 @@ import sys
 import pytest
 from jsonschema import Draft202012Validator
 
-from shared.contracts import CONTRACTS, schema_for
-from shared.db import connect
-from shared.topics import ORDER_STATUS, ORDERS, ORDERS_EXECUTE
+from shared.messaging.contracts import CONTRACTS, schema_for
+from shared.messaging.topics import ORDER_STATUS, ORDERS, ORDERS_EXECUTE
+from shared.store.db import connect
 from tests.fixtures.orders import topic_messages
 from tests.fixtures.stack import ROOT, Stack, create_stack, destroy_stack
 from tests.integration.test_order_flow import place, watch

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from shared.contracts import ASYNCAPI_PATH, CONTRACTS, channel_id
-from shared.topics import ORDERS
+from shared.messaging.contracts import ASYNCAPI_PATH, CONTRACTS, channel_id
+from shared.messaging.topics import ORDERS
 from tests.fixtures.stack import ROOT
 
 pytestmark = pytest.mark.integration

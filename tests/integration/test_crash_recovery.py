@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from shared.topics import ORDER_STATUS
+from shared.messaging.topics import ORDER_STATUS
 from tests.fixtures.execution import (
     assert_consistent_with_ledger,
     assert_gapless,

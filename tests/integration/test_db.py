@@ -9,8 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from shared.config import Settings
-from shared.db import connect, connect_options, create_pool, exclusive
+from shared.runtime.config import Settings
+from shared.store.db import connect, connect_options, create_pool, exclusive
 from tests.fixtures.stack import wait_for
 from tests.fixtures.throwaway import CuttableLink
 
@@ -62,8 +62,8 @@ async def test_a_connection_released_inside_a_transaction_comes_back_out_of_it(
 async def test_session_settings_outlive_a_release_so_pool_users_set_them_locally(
     infrastructure: Settings,
 ) -> None:
-    """What the cheap reset gives up (shared.db._keep_session): a session SET stays on the connection, so
-    code on the pool uses SET LOCAL inside a transaction, which ends with it."""
+    """What the cheap reset gives up (shared.store.db._keep_session): a session SET stays on the connection,
+    so code on the pool uses SET LOCAL inside a transaction, which ends with it."""
     pool = await create_pool(infrastructure.database_url, max_size=1)
     try:
         async with pool.acquire() as conn, conn.transaction():

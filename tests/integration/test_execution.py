@@ -14,13 +14,18 @@ from uuid import UUID
 import httpx
 import pytest
 
-from shared.db import connect, create_pool
-from shared.dex import FailureRates, Latency, MockDex
-from shared.errors import DexError
-from shared.events import Dex, OrderStatus, Quote, StatusEvent, utcnow
-from shared.kafka import new_producer
-from shared.orders import STAGE_COLUMNS, OrderRecord, Transition, message, order_steps, write_transitions
-from shared.topics import ORDER_STATUS, ORDERS_DLQ
+from shared.domain.errors import DexError
+from shared.domain.events import Dex, Quote, StatusEvent
+from shared.domain.order import OrderRecord
+from shared.domain.status import OrderStatus
+from shared.messaging.kafka import new_producer
+from shared.messaging.topics import ORDER_STATUS, ORDERS_DLQ
+from shared.runtime.clock import utcnow
+from shared.store.db import connect, create_pool
+from shared.store.orders import STAGE_COLUMNS, Transition, message, write_transitions
+from shared.store.steps import order_steps
+from shared.venue.mock import MockDex
+from shared.venue.model import FailureRates, Latency
 from tests.fixtures.execution import (
     ORDER,
     assert_consistent_with_ledger,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from shared.topics import ORDERS
+from shared.messaging.topics import ORDERS
 from tests.fixtures.orders import (
     TERMINAL,
     client_ip,

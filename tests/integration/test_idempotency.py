@@ -15,8 +15,8 @@ from redis.asyncio import Redis
 from ingress import repository
 from ingress.schemas import PlaceOrder
 from ingress.service import key_claim, new_order
-from shared.db import connect
-from shared.topics import ORDER_STATUS, ORDERS
+from shared.messaging.topics import ORDER_STATUS, ORDERS
+from shared.store.db import connect
 from tests.fixtures.orders import client_ip, fetch, order_body, topic_messages, wait_terminal
 from tests.fixtures.stack import Stack
 

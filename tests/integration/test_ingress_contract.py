@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from shared.kafka import CORRELATION_HEADER
-from shared.topics import ORDER_STATUS, ORDERS
+from shared.messaging.kafka import CORRELATION_HEADER
+from shared.messaging.topics import ORDER_STATUS, ORDERS
 from tests.fixtures.orders import client_ip, fetch, order_body, topic_messages, wait_terminal
 from tests.fixtures.stack import Stack, wait_for
 

@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from shared.config import Settings
+from shared.runtime.config import Settings
 from tests.fixtures.stack import Stack, create_stack, destroy_stack
 from tests.integration.test_order_flow import HAPPY_PATH, place
 

@@ -1,6 +1,6 @@
-"""The notifier's WebSocket contract (issue 5) against real processes, Kafka and Postgres.
+"""The notifier's WebSocket contract against real processes, Kafka and Postgres.
 
-Most tests drive a test-owned order exactly the way the stages do (`shared.orders.OrderSteps`: the
+Most tests drive a test-owned order exactly the way the stages do (`shared.store.steps.OrderSteps`: the
 conditional UPDATE with its outbox row, then the event on the run's `order.status`), so that
 "mid-stream" is a fact of the test, not a timing accident. Extra notifier processes run next to the stack's
 own one with their own settings (fast heartbeat, small queues, the test-only snapshot hold).
@@ -25,15 +25,16 @@ from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Response
 from websockets.uri import parse_uri
 
-from shared.events import OrderStatus, StatusEvent, utcnow
+from shared.domain.events import StatusEvent
+from shared.domain.status import OrderStatus
+from shared.runtime.clock import utcnow
 from tests.fixtures.driver import Driver, driving
 from tests.fixtures.orders import metric_value
 from tests.fixtures.stack import Process, Stack, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 
-S = OrderStatus
-LIFECYCLE = [S.ROUTING, S.BUILDING, S.SUBMITTED, S.CONFIRMED]
+LIFECYCLE = [OrderStatus.ROUTING, OrderStatus.BUILDING, OrderStatus.SUBMITTED, OrderStatus.CONFIRMED]
 
 
 # --- driving test-owned orders ------------------------------------------------------------------------
@@ -153,7 +154,7 @@ async def test_an_event_landing_between_subscribe_and_snapshot_is_sent_once(
     order_id = await driver.create()
     async with connect(f"{notifiers.hold.ws_url}?orderId={order_id}", open_timeout=10) as ws:
         # The handshake completed, so the subscription exists; the snapshot is not read yet.
-        await driver.advance(order_id, S.ROUTING)
+        await driver.advance(order_id, OrderStatus.ROUTING)
         snapshot = await recv(ws)
         assert (snapshot["type"], snapshot["seq"], seqs(snapshot["logs"])) == ("snapshot", 2, [1, 2])
         for status in LIFECYCLE[1:]:
@@ -171,14 +172,14 @@ async def test_a_client_reconnecting_with_last_seq_continues_exactly(stack: Stac
     order_id = await driver.create()
     async with connect(f"{stack.ws_url}?orderId={order_id}", open_timeout=10) as ws:
         assert (await recv(ws))["seq"] == 1
-        await driver.advance(order_id, S.ROUTING)
+        await driver.advance(order_id, OrderStatus.ROUTING)
         first = await recv(ws)
-    await driver.advance(order_id, S.BUILDING)  # while the client is away
+    await driver.advance(order_id, OrderStatus.BUILDING)  # while the client is away
 
     async with connect(f"{stack.ws_url}?orderId={order_id}&lastSeq={first['seq']}", open_timeout=10) as ws:
         snapshot = await recv(ws)
-        await driver.advance(order_id, S.SUBMITTED)
-        await driver.advance(order_id, S.CONFIRMED)
+        await driver.advance(order_id, OrderStatus.SUBMITTED)
+        await driver.advance(order_id, OrderStatus.CONFIRMED)
         live = await read_to_close(ws)
     assert first["seq"] == 2
     assert (snapshot["seq"], seqs(snapshot["logs"])) == (3, [3])
@@ -195,21 +196,21 @@ async def test_a_notifier_killed_mid_stream_loses_and_repeats_nothing(
     seen: list[int] = []
     async with connect(f"{notifier.ws_url}?orderId={order_id}", open_timeout=10) as ws:
         seen += [(await recv(ws))["seq"]]
-        await driver.advance(order_id, S.ROUTING)
+        await driver.advance(order_id, OrderStatus.ROUTING)
         seen += [(await recv(ws))["seq"]]
         assert notifier.proc is not None
         notifier.proc.kill()
         with pytest.raises(ConnectionClosed):
             await recv(ws)
-    await driver.advance(order_id, S.BUILDING)
-    await driver.advance(order_id, S.SUBMITTED)
+    await driver.advance(order_id, OrderStatus.BUILDING)
+    await driver.advance(order_id, OrderStatus.SUBMITTED)
 
     notifier.start(stack)
     await stack.wait_ready([notifier.name])
     async with connect(f"{notifier.ws_url}?orderId={order_id}&lastSeq={seen[-1]}", open_timeout=10) as ws:
         snapshot = await recv(ws)
         seen += seqs(snapshot["logs"])
-        await driver.advance(order_id, S.CONFIRMED)
+        await driver.advance(order_id, OrderStatus.CONFIRMED)
         live = await read_to_close(ws)
     seen += seqs(live)
     assert seen == [1, 2, 3, 4, 5]
@@ -225,9 +226,9 @@ async def test_a_failed_order_sends_its_reason_then_closes_and_a_late_client_get
     order_id = await driver.create()
     async with connect(f"{stack.ws_url}?orderId={order_id}", open_timeout=10) as ws:
         await recv(ws)
-        await driver.advance(order_id, S.ROUTING)
+        await driver.advance(order_id, OrderStatus.ROUTING)
         await driver.advance(
-            order_id, S.FAILED, failure_reason="no route: both venues down", error="no_route"
+            order_id, OrderStatus.FAILED, failure_reason="no route: both venues down", error="no_route"
         )
         live = await read_to_close(ws)
     assert ws.close_code == 1000
@@ -437,7 +438,7 @@ async def test_a_slow_client_is_cut_off_while_another_keeps_receiving(
                 StatusEvent(
                     order_id=uuid.UUID(order_id),
                     seq=seq,
-                    status=S.SUBMITTED,
+                    status=OrderStatus.SUBMITTED,
                     at=utcnow(),
                     max_attempts=3,
                     attempt=seq,
@@ -505,7 +506,7 @@ async def test_the_notifier_counts_connections_deliveries_and_their_latency(
     }
     async with connect(f"{notifier.ws_url}?orderId={order_id}", open_timeout=10) as ws:
         assert await notifier.metric("ws_connections_open") == before["ws_connections_open"] + 1
-        await driver.advance(order_id, S.ROUTING)  # releases the hold; in the snapshot
+        await driver.advance(order_id, OrderStatus.ROUTING)  # releases the hold; in the snapshot
         await recv(ws)
         for status in LIFECYCLE[1:]:
             await driver.advance(order_id, status)

@@ -12,10 +12,11 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from shared import db
-from shared.events import OrderPlaced, OrderStatus
-from shared.kafka import new_producer
-from shared.topics import ORDERS
+from shared.domain.events import OrderPlaced
+from shared.domain.status import OrderStatus
+from shared.messaging.kafka import new_producer
+from shared.messaging.topics import ORDERS
+from shared.store import db
 from tests.fixtures.orders import Publisher, order_body
 from tests.fixtures.stack import Stack, wait_for
 

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from shared.topics import ORDER_STATUS
+from shared.messaging.topics import ORDER_STATUS
 from tests.fixtures.orders import fetch, order_body, topic_messages
 from tests.fixtures.stack import Stack, wait_for
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.cli import ROOT, render_prometheus_config, scrape_targets
+from shared.runtime.cli import ROOT, render_prometheus_config, scrape_targets
 from tests.fixtures.stack import Process, Stack, free_port, wait_for
 from tests.integration.test_order_flow import place, watch
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.cli import ROOT, render_supervisor_config
+from shared.runtime.cli import ROOT, render_supervisor_config
 from tests.fixtures.orders import client_ip, order_body, wait_terminal
 from tests.fixtures.stack import Stack, create_stack, destroy_stack, wait_for
 

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from ingress.admission import MAX_RETRY_AFTER_S, Admission, Sample, Stage
-from shared.config import Settings
-from shared.errors import QueueFull, ServiceUnavailable
+from shared.domain.errors import QueueFull, ServiceUnavailable
+from shared.runtime.config import Settings
 
 EXECUTOR = Stage("executor", slots=10, service_s=2.5, measured_rate=0.0)  # 4 swaps a second
 ROUTER = Stage("router", slots=100, service_s=0.2, measured_rate=0.0)  # 500 quotes a second

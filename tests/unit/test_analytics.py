@@ -6,7 +6,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from analytics.report import Report, render
-from shared.events import OrderStatus, StatusEvent
+from shared.domain.events import StatusEvent
+from shared.domain.status import OrderStatus
 
 T0 = datetime(2026, 11, 27, tzinfo=UTC)
 

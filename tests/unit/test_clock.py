@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import clock
+from shared.runtime import clock
 
 
 class SkewedPostgres:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from shared.config import Settings
+from shared.runtime.config import Settings
 
 
 def test_defaults_are_the_seeds(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from shared.contracts import (
+from shared.messaging.contracts import (
     ASYNCAPI_PATH,
     CONTRACTS,
     asyncapi_document,
@@ -14,19 +14,19 @@ from shared.contracts import (
     schema_for,
     schema_path,
 )
-from shared.topics import TopicSpec
+from shared.messaging.topics import TopicSpec
 
 
 @pytest.mark.parametrize("spec", list(CONTRACTS), ids=lambda s: s.name)
 def test_committed_schemas_are_what_the_models_say(spec: TopicSpec) -> None:
     """docs/schemas is the contract analytics teams read: it must never drift from the code."""
     assert schema_path(spec).read_bytes() == render(schema_for(spec)), (
-        f"{schema_path(spec).name} is stale: run `python -m shared.cli schemas`"
+        f"{schema_path(spec).name} is stale: run `python -m shared.runtime.cli schemas`"
     )
 
 
 def test_amounts_are_decimal_strings_in_the_contract() -> None:
-    from shared.topics import ORDER_STATUS
+    from shared.messaging.topics import ORDER_STATUS
 
     amount = schema_for(ORDER_STATUS)["properties"]["amountOut"]["anyOf"][0]
     assert amount == {"type": "string", "pattern": r"^\d+(\.\d+)?$"}
@@ -35,7 +35,7 @@ def test_amounts_are_decimal_strings_in_the_contract() -> None:
 def test_committed_asyncapi_document_is_what_the_models_say() -> None:
     """docs/asyncapi.json describes the same topics and models as docs/schemas: it must not drift either."""
     assert ASYNCAPI_PATH.read_bytes() == render(asyncapi_document()), (
-        f"{ASYNCAPI_PATH.name} is stale: run `python -m shared.cli schemas`"
+        f"{ASYNCAPI_PATH.name} is stale: run `python -m shared.runtime.cli schemas`"
     )
 
 

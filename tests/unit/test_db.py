@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from shared.db import application_name, connect_options, is_local_host, tls_choice
+from shared.store.db import application_name, connect_options, is_local_host, tls_choice
 
 BASE = "postgres://user:password@{host}/order_engine"
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from shared.config import Settings
+from shared.runtime.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

@@ -7,18 +7,10 @@ from typing import Any
 
 import pytest
 
-from shared.dex import (
-    VENUES,
-    FailureRates,
-    Latency,
-    MockDex,
-    b58encode,
-    base_price,
-    price_impact,
-    usd_price,
-)
-from shared.errors import DexError, InsufficientLiquidity, SlippageExceeded
-from shared.events import Dex, Quote
+from shared.domain.errors import DexError, InsufficientLiquidity, SlippageExceeded
+from shared.domain.events import Dex, Quote
+from shared.venue.mock import MockDex
+from shared.venue.model import VENUES, FailureRates, Latency, b58encode, base_price, price_impact, usd_price
 
 INSTANT = Latency(quote=(0, 0), execution=(0, 0))
 ORDER = uuid.UUID("0b7a3b43-5f6e-4d0a-9f1c-7c1d2b3a4e5f")

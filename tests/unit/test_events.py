@@ -9,7 +9,9 @@ from decimal import Decimal
 import pytest
 import uvloop
 
-from shared.events import Dex, OrderPlaced, OrderStatus, Quote, StatusEvent, sleep_until, utcnow
+from shared.domain.events import Dex, OrderPlaced, Quote, StatusEvent
+from shared.domain.status import OrderStatus
+from shared.runtime.clock import sleep_until, utcnow
 
 
 def make_event(**overrides: object) -> StatusEvent:
@@ -62,7 +64,7 @@ def test_status_event_speaks_camel_case_with_every_field_of_the_contract() -> No
         "failureReason",
         "error",
         "correlationId",
-        "slippageBps",  # issue 4: an optional field added to the contract
+        "slippageBps",  # an optional field added to the contract
     }
     assert wire["v"] == 1
     assert wire["quotes"]["raydium"] == {

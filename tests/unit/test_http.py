@@ -1,4 +1,4 @@
-"""shared/http.py pieces that need no server: the client's address behind (un)trusted proxies, and the edge
+"""shared/web/ pieces that need no server: the client's address behind (un)trusted proxies, and the edge
 middleware and direct routes driven in process."""
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from shared.http import CorsPolicy, DirectRoute, HttpEdgeMiddleware, client_address, install_error_handlers
+from shared.web.app import DirectRoute
+from shared.web.edge import CorsPolicy, HttpEdgeMiddleware, client_address
+from shared.web.envelope import install_error_handlers
 
 TRUSTED = [ip_network("127.0.0.1/32"), ip_network("10.0.0.0/8")]
 

@@ -9,7 +9,7 @@ import pytest
 
 from ingress.repository import Position
 from ingress.service import decode_cursor, encode_cursor
-from shared.errors import InvalidBody
+from shared.domain.errors import InvalidBody
 
 
 def test_a_cursor_leads_back_to_the_exact_position() -> None:

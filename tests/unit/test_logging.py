@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import structlog
 
-from shared.logging import LineSink, configure_logging, get_logger, truncate_ip
+from shared.runtime.logging import LineSink, configure_logging, get_logger, truncate_ip
 
 Lines = Callable[[], list[dict[str, Any]]]
 

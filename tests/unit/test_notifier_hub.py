@@ -8,8 +8,10 @@ import uuid
 from typing import Any
 
 from notifier.service import Hub
-from shared.config import Settings
-from shared.events import OrderStatus, StatusEvent, utcnow
+from shared.domain.events import StatusEvent
+from shared.domain.status import OrderStatus
+from shared.runtime.clock import utcnow
+from shared.runtime.config import Settings
 
 
 def event(order_id: uuid.UUID, seq: int) -> StatusEvent:

@@ -6,7 +6,9 @@ import uuid
 
 from notifier.limits import ConnectionLimits, Refusal
 from notifier.service import Subscription
-from shared.events import OrderStatus, StatusEvent, utcnow
+from shared.domain.events import StatusEvent
+from shared.domain.status import OrderStatus
+from shared.runtime.clock import utcnow
 
 
 def test_three_per_order_and_ip_then_a_refusal_and_a_release_frees_a_slot() -> None:

@@ -29,7 +29,8 @@ from orderflow.errors import ExitCode, ServerRefused, Unreachable, envelope_of, 
 from orderflow.output import Output, error_lines, orders_table
 from orderflow.progress import Ticket, event_lines, fold, render, transcript
 from orderflow.stream import Message, ReconnectPolicy, Tracker, follow
-from shared.events import Dex, OrderStatus, Quote, StatusEvent
+from shared.domain.events import Dex, Quote, StatusEvent
+from shared.domain.status import OrderStatus
 
 ORDER_ID = "6f0c2b1e-5d7a-4c3b-9e8f-0a1b2c3d4e5f"
 T0 = datetime(2026, 11, 26, 9, 56, 18, 120_000, tzinfo=UTC)

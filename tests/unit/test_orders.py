@@ -9,11 +9,12 @@ from decimal import Decimal
 import pytest
 
 from router.service import best_quote
-from shared.errors import InvalidTransition
-from shared.events import Dex, OrderStatus, Quote, realised_slippage_bps
-from shared.orders import BEFORE_SUBMISSION, TRANSITIONS, OrderRecord, check_transition, retry_delay
+from shared.domain.errors import InvalidTransition
+from shared.domain.events import Dex, Quote, realised_slippage_bps
+from shared.domain.order import OrderRecord
+from shared.domain.status import BEFORE_SUBMISSION, TRANSITIONS, OrderStatus, check_transition
+from shared.store.steps import retry_delay
 
-S = OrderStatus
 NOW = datetime(2026, 11, 26, tzinfo=UTC)
 
 
@@ -25,7 +26,7 @@ def make_order(**overrides: object) -> OrderRecord:
         token_out="USDC",
         amount_in=Decimal("1.5"),
         slippage=Decimal("0.01"),
-        status=S.PENDING,
+        status=OrderStatus.PENDING,
         seq=1,
         attempt=0,
         dex_used=None,
@@ -45,29 +46,35 @@ def make_order(**overrides: object) -> OrderRecord:
 
 
 def test_the_happy_path_is_allowed_step_by_step() -> None:
-    path = [S.PENDING, S.ROUTING, S.BUILDING, S.SUBMITTED, S.CONFIRMED]
+    path = [
+        OrderStatus.PENDING,
+        OrderStatus.ROUTING,
+        OrderStatus.BUILDING,
+        OrderStatus.SUBMITTED,
+        OrderStatus.CONFIRMED,
+    ]
     for current, target in itertools.pairwise(path):
         check_transition(current, target)
 
 
-@pytest.mark.parametrize("current", [s for s in S if not s.terminal])
+@pytest.mark.parametrize("current", [s for s in OrderStatus if not s.terminal])
 def test_any_open_order_can_fail(current: OrderStatus) -> None:
-    check_transition(current, S.FAILED)
+    check_transition(current, OrderStatus.FAILED)
 
 
 @pytest.mark.parametrize(
     "current,target",
     [
-        (S.PENDING, S.SUBMITTED),
-        (S.CONFIRMED, S.FAILED),
-        (S.FAILED, S.ROUTING),
-        (S.BUILDING, S.ROUTING),
-        (S.CONFIRMED, S.PENDING),
-        (S.FAILED, S.PENDING),
-        (S.SUBMITTED, S.CANCELLED),
-        (S.CONFIRMED, S.CANCELLED),
-        (S.FAILED, S.CANCELLED),
-        (S.CANCELLED, S.PENDING),
+        (OrderStatus.PENDING, OrderStatus.SUBMITTED),
+        (OrderStatus.CONFIRMED, OrderStatus.FAILED),
+        (OrderStatus.FAILED, OrderStatus.ROUTING),
+        (OrderStatus.BUILDING, OrderStatus.ROUTING),
+        (OrderStatus.CONFIRMED, OrderStatus.PENDING),
+        (OrderStatus.FAILED, OrderStatus.PENDING),
+        (OrderStatus.SUBMITTED, OrderStatus.CANCELLED),
+        (OrderStatus.CONFIRMED, OrderStatus.CANCELLED),
+        (OrderStatus.FAILED, OrderStatus.CANCELLED),
+        (OrderStatus.CANCELLED, OrderStatus.PENDING),
     ],
 )
 def test_skips_and_reversals_are_refused(current: OrderStatus, target: OrderStatus) -> None:
@@ -77,16 +84,23 @@ def test_skips_and_reversals_are_refused(current: OrderStatus, target: OrderStat
 
 @pytest.mark.parametrize("current", sorted(BEFORE_SUBMISSION))
 def test_an_order_is_cancellable_until_it_is_submitted(current: OrderStatus) -> None:
-    check_transition(current, S.CANCELLED)
+    check_transition(current, OrderStatus.CANCELLED)
 
 
 def test_terminal_states_lead_nowhere() -> None:
-    assert all(not TRANSITIONS[s] for s in S if s.terminal)
+    assert all(not TRANSITIONS[s] for s in OrderStatus if s.terminal)
 
 
 def test_the_next_event_is_numbered_seq_plus_one_and_carries_the_correlation() -> None:
-    event = make_order(status=S.ROUTING, seq=2).next_event(S.BUILDING, max_attempts=3, dex=Dex.METEORA)
-    assert (event.seq, event.status, event.dex, event.correlation_id) == (3, S.BUILDING, Dex.METEORA, "c-1")
+    event = make_order(status=OrderStatus.ROUTING, seq=2).next_event(
+        OrderStatus.BUILDING, max_attempts=3, dex=Dex.METEORA
+    )
+    assert (event.seq, event.status, event.dex, event.correlation_id) == (
+        3,
+        OrderStatus.BUILDING,
+        Dex.METEORA,
+        "c-1",
+    )
 
 
 def quote(dex: Dex, out: str) -> Quote:
@@ -115,9 +129,9 @@ def test_one_quote_is_enough_to_route() -> None:
     assert best_quote({Dex.METEORA: quote(Dex.METEORA, "5")}).dex is Dex.METEORA
 
 
-@pytest.mark.parametrize("current", [S.ROUTING, S.BUILDING, S.SUBMITTED])
+@pytest.mark.parametrize("current", [OrderStatus.ROUTING, OrderStatus.BUILDING, OrderStatus.SUBMITTED])
 def test_a_retriable_failure_sends_an_open_order_back_to_pending(current: OrderStatus) -> None:
-    check_transition(current, S.PENDING)
+    check_transition(current, OrderStatus.PENDING)
 
 
 def test_retry_n_waits_2_4_8_seconds_on_its_own_topic() -> None:
@@ -131,13 +145,19 @@ def test_retry_n_waits_2_4_8_seconds_on_its_own_topic() -> None:
 
 def test_the_error_history_names_the_attempt_that_failed() -> None:
     def event(seq: int, status: OrderStatus, attempt: int, error: str | None = None) -> dict[str, object]:
-        order = make_order(seq=seq - 1, status=S.SUBMITTED if status is S.PENDING else S.PENDING)
+        order = make_order(
+            seq=seq - 1,
+            status=OrderStatus.SUBMITTED if status is OrderStatus.PENDING else OrderStatus.PENDING,
+        )
         return order.next_event(status, max_attempts=3, attempt=attempt, error=error).to_dict()
 
-    logs = [event(4, S.PENDING, 2, "venue_timeout"), event(8, S.PENDING, 3, "blockhash_expired")]
+    logs = [
+        event(4, OrderStatus.PENDING, 2, "venue_timeout"),
+        event(8, OrderStatus.PENDING, 3, "blockhash_expired"),
+    ]
     logs.append(
-        make_order(seq=11, status=S.SUBMITTED)
-        .next_event(S.FAILED, max_attempts=3, attempt=3, error="venue_timeout")
+        make_order(seq=11, status=OrderStatus.SUBMITTED)
+        .next_event(OrderStatus.FAILED, max_attempts=3, attempt=3, error="venue_timeout")
         .to_dict()
     )
     history = make_order(logs=logs).error_history()

@@ -6,7 +6,7 @@ import pytest
 from redis.asyncio import Redis
 
 from ingress.ratelimit import RateLimiter
-from shared.errors import ServiceUnavailable
+from shared.domain.errors import ServiceUnavailable
 from tests.fixtures.stack import free_port
 
 

@@ -5,8 +5,10 @@ import inspect
 
 from aiokafka import AIOKafkaConsumer
 
-from shared.config import Settings
-from shared.streaming import StageApp, TaskPool
+from shared.messaging.streaming import StageApp
+from shared.messaging.topics import ROUTER_GROUP
+from shared.runtime.config import Settings
+from shared.runtime.tasks import TaskPool
 
 
 async def test_the_pool_runs_at_most_its_capacity_and_spawn_waits_for_a_slot() -> None:
@@ -64,7 +66,9 @@ async def test_the_consumer_attribute_the_stages_shorten_is_the_one_aiokafka_rea
 
 def test_a_stage_is_ready_once_its_first_rebalance_ends_and_not_while_one_runs() -> None:
     """`/ready` of a stage follows faust's own rebalance hooks (the test stacks and the bench wait on it)."""
-    app: StageApp[None] = StageApp("router", Settings(), lambda _: None, capacity=1, expected_job_s=1.0)
+    app: StageApp[None] = StageApp(
+        "router", Settings(), lambda _: None, group=ROUTER_GROUP, capacity=1, expected_job_s=1.0
+    )
     assert not app.ready  # not in its group yet
     app.on_rebalance_start()
     assert not app.ready

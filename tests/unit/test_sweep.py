@@ -14,9 +14,9 @@ import pytest
 
 from executor import repository
 from executor.service import ExecutorService
-from shared.dex import SwapResult
-from shared.events import OrderStatus
-from shared.orders import OrderRecord
+from shared.domain.order import OrderRecord
+from shared.domain.status import OrderStatus
+from shared.venue.protocol import SwapResult
 from tests.unit.test_orders import make_order
 
 

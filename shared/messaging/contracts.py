@@ -1,9 +1,9 @@
 """The public contract of every topic: which model its values follow, and that model's JSON Schema.
 
 docs/schemas/<topic>.v<version>.json and docs/asyncapi.json (every topic as an AsyncAPI 3 channel, the same
-models as its message payloads) are generated from the models (`python -m shared.cli schemas`) and a test
-keeps the committed files identical to the models and validates real messages against them. The versioning
-rule: a contract changes only by adding optional fields; anything else is a new topic version.
+models as its message payloads) are generated from the models (`python -m shared.runtime.cli schemas`) and a
+test keeps the committed files identical to the models and validates real messages against them. The
+versioning rule: a contract changes only by adding optional fields; anything else is a new topic version.
 """
 
 from __future__ import annotations
@@ -15,9 +15,16 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from shared.events import SCHEMA_VERSION, DeadLetter, ExecuteOrder, OrderPlaced, RetryOrder, StatusEvent
-from shared.kafka import CORRELATION_HEADER
-from shared.topics import ORDER_STATUS, ORDERS, ORDERS_DLQ, ORDERS_EXECUTE, ORDERS_RETRY, TopicSpec
+from shared.domain.events import (
+    SCHEMA_VERSION,
+    DeadLetter,
+    ExecuteOrder,
+    OrderPlaced,
+    RetryOrder,
+    StatusEvent,
+)
+from shared.messaging.kafka import CORRELATION_HEADER
+from shared.messaging.topics import ORDER_STATUS, ORDERS, ORDERS_DLQ, ORDERS_EXECUTE, ORDERS_RETRY, TopicSpec
 
 CONTRACTS: dict[TopicSpec, type[BaseModel]] = {
     ORDERS: OrderPlaced,
@@ -34,7 +41,7 @@ READERS: dict[TopicSpec, str] = {
     " own consumer group (`python -m analytics`).",
     **dict.fromkeys(ORDERS_RETRY, "The router reads it and routes the order again once it is due."),
 }
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 SCHEMA_DIR = DOCS / "schemas"
 ASYNCAPI_PATH = DOCS / "asyncapi.json"
 KAFKA_BINDING_VERSION = "0.5.0"

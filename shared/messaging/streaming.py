@@ -28,7 +28,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +42,17 @@ from aiokafka import AIOKafkaProducer
 from faust.transport.drivers import aiokafka as aiokafka_driver
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared.clock import following_postgres
-from shared.config import Settings
-from shared.db import UNREACHABLE, create_pool
-from shared.dex import MockDex
-from shared.kafka import new_producer
-from shared.logging import configure_logging, get_logger
-from shared.metrics import CONSUMER_LAG
-from shared.orders import OrderSteps, order_steps
-from shared.topics import TopicSpec
+from shared.messaging.kafka import new_producer
+from shared.messaging.topics import TopicSpec
+from shared.runtime.clock import following_postgres
+from shared.runtime.config import Settings
+from shared.runtime.logging import configure_logging, get_logger
+from shared.runtime.metrics import CONSUMER_LAG
+from shared.runtime.tasks import TaskPool
+from shared.store.db import UNREACHABLE, create_pool
+from shared.store.steps import OrderSteps, order_steps
+from shared.venue.mock import MockDex
+from shared.venue.protocol import Venue
 
 logger = get_logger(__name__)
 
@@ -79,60 +81,7 @@ def job_context(
         yield
 
 
-class TaskPool:
-    """At most `capacity` jobs at once, as asyncio tasks (not threads): `spawn` waits for a free slot. It
-    also measures its jobs (average duration, finished per second) for the stage's heartbeat."""
-
-    def __init__(self, capacity: int, name: str, *, expected_job_s: float = 1.0) -> None:
-        self.capacity = capacity
-        self._name = name
-        self._slots = asyncio.Semaphore(capacity)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.job_s = expected_job_s  # moving average of a job's duration
-        self.finished = 0
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._tasks)
-
-    async def spawn(self, job: Coroutine[Any, Any, None]) -> None:
-        try:
-            await self._slots.acquire()
-        except BaseException:
-            job.close()
-            raise
-        task = asyncio.create_task(self._run(job), name=self._name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run(self, job: Coroutine[Any, Any, None]) -> None:
-        started = time.monotonic()
-        try:
-            await job
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # The job's order stays where it was in Postgres; the sweeper finishes it.
-            logger.exception("task.failed", pool=self._name)
-        finally:
-            self._slots.release()
-            self.finished += 1
-            self.job_s += (time.monotonic() - started - self.job_s) * JOB_TIME_WEIGHT
-
-    async def drain(self, grace_s: float) -> int:
-        """Wait up to `grace_s` for the jobs in flight, cancel the rest; returns how many were cancelled."""
-        if not self._tasks:
-            return 0
-        _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=5)
-        return len(pending)
-
-
 RATE_WEIGHT = 0.3  # each heartbeat moves the finish rate by 30 % of its difference
-JOB_TIME_WEIGHT = 0.02  # each finished job moves the average job time by 2 % of its difference
 
 
 @dataclass(frozen=True)
@@ -142,7 +91,7 @@ class StageContext:
     settings: Settings
     pool: asyncpg.Pool
     steps: OrderSteps
-    dex: MockDex
+    dex: Venue
     tasks: TaskPool
 
 
@@ -177,6 +126,7 @@ class StageApp(faust.App, Generic[ServiceT]):
         settings: Settings,
         build: Callable[[StageContext], ServiceT],
         *,
+        group: str,
         capacity: int,
         expected_job_s: float,
         sweep: Callable[[ServiceT], Awaitable[None]] | None = None,
@@ -184,7 +134,7 @@ class StageApp(faust.App, Generic[ServiceT]):
         datadir = Path(tempfile.gettempdir()) / "order-engine-faust"
         datadir.mkdir(exist_ok=True)
         super().__init__(
-            settings.topic(f"order-engine-{stage}"),
+            settings.topic(group),
             broker=[f"kafka://{server}" for server in settings.kafka_servers],
             autodiscover=False,
             web_enabled=False,

@@ -1,4 +1,4 @@
--- Issue 4: which of an order's events have reached `order.status`. A stage commits an event (the conditional
+-- Which of an order's events have reached `order.status`. A stage commits an event (the conditional
 -- UPDATE) and then publishes it; if it dies in between, the executor's sweep publishes the events above
 -- published_seq from the order's logs. Rows that exist already were published by the stage that wrote them.
 ALTER TABLE orders ADD COLUMN published_seq integer;

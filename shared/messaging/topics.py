@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from shared.config import Settings
+from shared.runtime.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,14 @@ ORDERS_RETRY = (
 )
 
 CATALOGUE: tuple[TopicSpec, ...] = (ORDERS, ORDERS_EXECUTE, ORDER_STATUS, ORDERS_DLQ, *ORDERS_RETRY)
+
+# The consumer groups, each the faust app id (router, executor) or group id (analytics) of its readers,
+# prefixed with TOPIC_PREFIX like the topics. The notifier reads without a group: every notifier sees
+# every event.
+GROUP_PREFIX = "order-engine-"
+ROUTER_GROUP = f"{GROUP_PREFIX}router"
+EXECUTOR_GROUP = f"{GROUP_PREFIX}executor"
+ANALYTICS_GROUP = f"{GROUP_PREFIX}analytics"
 
 
 async def ensure_topics(settings: Settings, specs: tuple[TopicSpec, ...] = CATALOGUE) -> list[str]:

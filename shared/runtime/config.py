@@ -21,7 +21,7 @@ class Settings(BaseSettings):
 
     env: Literal["development", "test", "production"] = "development"
 
-    # Seed §14.
+    # The core settings.
     port: int = Field(3000, description="Public port: POST and WebSocket both answer here (the proxy).")
     redis_url: str = "redis://localhost:6379"
     database_url: str = "postgres://user:password@localhost:5432/order_engine"
@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     executor_metrics_port: int = Field(9102, description="Prometheus /metrics of the executor process.")
     metrics_host: str = "127.0.0.1"
 
-    # Notifier (issue 5). PING_INTERVAL and PONG_TIMEOUT (seed §14, above) drive its heartbeat;
+    # Notifier. PING_INTERVAL and PONG_TIMEOUT (above) drive its heartbeat;
     # TRUSTED_PROXIES (ingress block) decides whose X-Forwarded-For names the client.
     ws_max_connections: int = Field(5000, ge=1, description="WebSocket connections per notifier process.")
     ws_max_per_order_ip: int = Field(3, ge=1, description="Concurrent WebSockets per orderId per client IP.")
@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     order_deadline_ms: int = Field(30000, ge=1)
     order_logs_max: int = Field(50, ge=5, description="Events kept in an order's `logs` array.")
 
-    # Ingress (issue 3).
+    # Ingress.
     redis_key_prefix: str = Field("oe:", description="Prepended to every Redis key (tests isolate runs).")
     idempotency_ttl_s: int = Field(300, ge=1, description="How long an Idempotency-Key is remembered.")
     trusted_proxies: str = Field(
@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     mock_swap_transient_error_rate: float = Field(0.0, ge=0, le=1)
     mock_swap_permanent_error_rate: float = Field(0.0, ge=0, le=1)
 
-    # Execution (issue 4).
+    # Execution.
     quote_timeout_ms: int = Field(2000, ge=1, description="Longest wait for one venue's quote.")
     swap_window_ms: int = Field(
         5000, ge=1, description="A submitted swap lands within this (a blockhash's life) or never."

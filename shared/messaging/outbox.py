@@ -33,13 +33,13 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from shared.config import Settings
-from shared.db import UNREACHABLE, exclusive
-from shared.kafka import CORRELATION_HEADER
-from shared.logging import get_logger
-from shared.metrics import OUTBOX_PARKED
-from shared.tasks import cancel_and_wait
-from shared.topics import ORDER_STATUS, TopicSpec
+from shared.messaging.kafka import CORRELATION_HEADER
+from shared.messaging.topics import ORDER_STATUS, TopicSpec
+from shared.runtime.config import Settings
+from shared.runtime.logging import get_logger
+from shared.runtime.metrics import OUTBOX_PARKED
+from shared.runtime.tasks import cancel_and_wait
+from shared.store.db import UNREACHABLE, exclusive
 
 logger = get_logger(__name__)
 

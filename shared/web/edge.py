@@ -1,148 +1,31 @@
-"""What every HTTP service shares: the one JSON error envelope, correlation ids, request limits, security
-headers, the client's address, and the decoding of JSON bodies into the envelope's `invalid_body`."""
+"""What every HTTP request meets before a route: size and media-type limits, CORS, security headers, the
+client's address (behind trusted proxies only), and the request id bound to the log context."""
 
 from __future__ import annotations
 
 import functools
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
-from typing import Any, TypeVar
 
-import orjson
 import structlog
-import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from fastapi.telemetry import TelemetryConfig
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ValidationError
 from starlette.datastructures import Headers
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import HTTPConnection
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import (
+from shared.domain.errors import (
     EngineError,
     HeadersTooLarge,
-    InvalidBody,
     PayloadTooLarge,
-    RetryLater,
-    UnsupportedMediaType,
 )
-from shared.logging import configure_logging, get_logger
-
-logger = get_logger(__name__)
-ModelT = TypeVar("ModelT", bound=BaseModel)
-
-# The engine's own observability is Prometheus metrics and JSON logs. With these off, FastAPI's native
-# OpenTelemetry does not look the global providers up on every request (~5 % of a request's CPU).
-NO_OPENTELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+from shared.web.envelope import error_response
 
 REQUEST_ID_HEADER = "x-request-id"
 REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.encode()
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_STATUS_CODES = {
-    400: "invalid_body",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "idempotency_conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-    431: "headers_too_large",
-    500: "internal_error",
-    503: "service_unavailable",
-}
-
-
-class ErrorBody(BaseModel):
-    """The one error envelope, for HTTP and WebSocket alike."""
-
-    error: str
-    message: str
-    details: list[dict[str, Any]] | None = None
-    retryAfter: int | None = None
-    correlationId: str | None = None
-
-
-def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    body = ErrorBody(error=code, message=message, correlationId=current_request_id(), **extra)
-    return body.model_dump(exclude_none=True)
-
-
-def current_request_id() -> str | None:
-    value = structlog.contextvars.get_contextvars().get("correlationId")
-    return str(value) if value is not None else None
-
-
-def json_response(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-def error_response(
-    status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
-) -> Response:
-    response = json_response(error_body(code, message, **extra), status)
-    response.headers.update(headers or {})
-    return response
-
-
-_DESCRIPTIONS = {
-    409: "idempotency_conflict (another body under this Idempotency-Key) or idempotency_in_progress",
-    429: "rate_limited or queue_full, with retryAfter and Retry-After",
-    503: "service_unavailable: a dependency did not answer in time",
-}
-
-
-def error_responses(*statuses: int, **described: str) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI `responses` of a route that can fail with these statuses, all in the one envelope;
-    `described` (`e409="..."`) words a status for this route."""
-    return {
-        status: {
-            "model": ErrorBody,
-            "description": described.get(
-                f"e{status}", _DESCRIPTIONS.get(status, _STATUS_CODES.get(status, "error"))
-            ),
-        }
-        for status in statuses
-    }
-
-
-def validation_details(errors: Sequence[Any], *, skip: int = 0) -> list[dict[str, Any]]:
-    """Pydantic errors as the envelope's field-level `details`: `field` (dotted camelCase path) and
-    `message`. A model-level error names its field through ctx["field"], else it is about the `body`."""
-    details = []
-    for err in errors:
-        loc = [str(p) for p in err["loc"][skip:]]
-        ctx = err.get("ctx") or {}
-        field = ".".join(loc) or str(ctx.get("field", "body"))
-        details.append({"field": field, "message": err["msg"]})
-    return details
-
-
-async def decode_json_body(request: Request, model: type[ModelT]) -> ModelT:
-    """The request's JSON body as `model`, or the envelope's refusal: 415 for another media type, 400
-    `invalid_body` (with details) for malformed JSON or a body that breaks the model's rules."""
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json":
-        raise UnsupportedMediaType(media_type)
-    raw = await request.body()
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidBody(
-            "the body is not valid JSON", details=[{"field": "body", "message": str(exc)}]
-        ) from exc
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidBody("the request body is invalid", details=validation_details(exc.errors())) from exc
 
 
 def client_address(request: HTTPConnection, trusted: Sequence[IPv4Network | IPv6Network]) -> str:
@@ -370,86 +253,3 @@ class CorrelationMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
-
-
-class DirectRoute(APIRoute):
-    """A route documented like any other (status, responses, summary and `openapi_extra` from its
-    declaration) whose endpoint is called with the Request alone, without FastAPI's per-request machinery:
-    dependency solving, body sniffing, response-model serialization and two exit stacks, which together cost
-    as much CPU as the rest of a request. The endpoint takes only `request: Request`, checks its own inputs
-    (describe them in `openapi_extra`) and returns a Response; what it raises reaches the app's exception
-    handlers as usual."""
-
-    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
-        super().__init__(path, endpoint, **kwargs)
-        declared = self.dependant
-        if (
-            declared.dependencies
-            or declared.path_params
-            or declared.query_params
-            or declared.header_params
-            or declared.cookie_params
-            or declared.body_params
-        ):
-            raise TypeError(f"{path}: a DirectRoute endpoint takes only the Request (it would not be solved)")
-        call: Callable[[Request], Awaitable[Response]] = endpoint
-
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            response = await call(Request(scope, receive, send))
-            await response(scope, receive, send)
-
-        self.app = app
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(EngineError)
-    async def engine_error(_: Request, exc: EngineError) -> Response:
-        if isinstance(exc, RetryLater):
-            return error_response(
-                exc.http_status,
-                exc.code,
-                exc.message,
-                headers={"Retry-After": str(exc.retry_after), **exc.headers},
-                details=exc.details,
-                retryAfter=exc.retry_after,
-            )
-        return error_response(exc.http_status, exc.code, exc.message, details=exc.details)
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, exc: RequestValidationError) -> Response:
-        details = validation_details(exc.errors(), skip=1)
-        return error_response(400, "invalid_body", "the request is invalid", details=details)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        code = _STATUS_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> Response:
-        logger.error("http.unexpected_error", error=repr(exc), exc_info=exc)
-        return error_response(500, "internal_error", "an unexpected error occurred")
-
-
-def serve(service: str, app: FastAPI, host: str, port: int, level: str, **uvicorn_options: Any) -> None:
-    """Run an HTTP service the one way: JSON logs, uvloop and httptools, no uvicorn log config, and no
-    proxy-header rewriting (the app reads X-Forwarded-For itself, from TRUSTED_PROXIES only)."""
-    configure_logging(service, level)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        log_config=None,
-        proxy_headers=False,
-        **uvicorn_options,
-    )
-
-
-def install_metrics(app: FastAPI) -> None:
-    """GET /metrics: this process's metrics at the path itself (a mount would answer 307 first)."""
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,4 +1,4 @@
--- The transactional outbox (issue 3). Ingress writes an order and the messages that announce it in ONE
+-- The transactional outbox. Ingress writes an order and the messages that announce it in ONE
 -- transaction; a relay publishes unpublished rows to Kafka in id order and marks them only after the broker
 -- acknowledged them. A crash between commit and publish therefore delays an order, never loses it.
 CREATE TABLE outbox (

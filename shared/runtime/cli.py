@@ -1,4 +1,4 @@
-"""`python -m shared.cli COMMAND`: the operational commands every deployment needs.
+"""`python -m shared.runtime.cli COMMAND`: the operational commands every deployment needs.
 
 migrate        apply the SQL migrations to DATABASE_URL
 topics         create the topic catalogue on KAFKA_BOOTSTRAP_SERVERS
@@ -18,12 +18,12 @@ import shlex
 from collections.abc import Iterable
 from pathlib import Path
 
-from shared.config import Settings
-from shared.contracts import write_asyncapi, write_schemas
-from shared.db import migrate
-from shared.topics import ensure_topics
+from shared.messaging.contracts import write_asyncapi, write_schemas
+from shared.messaging.topics import ensure_topics
+from shared.runtime.config import Settings
+from shared.store.db import migrate
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def upstream_servers(port: int, replicas: list[int]) -> str:
@@ -144,7 +144,7 @@ def render_supervisor_config(procfile: Path, local: Path, only: Iterable[str] | 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m shared.cli")
+    parser = argparse.ArgumentParser(prog="python -m shared.runtime.cli")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate")
     sub.add_parser("topics")

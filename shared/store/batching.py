@@ -17,8 +17,8 @@ from typing import Generic, TypeVar
 
 import asyncpg
 
-from shared.outbox import Outbox, OutboxRow
-from shared.tasks import cancel_and_wait
+from shared.messaging.outbox import Outbox, OutboxRow
+from shared.runtime.tasks import cancel_and_wait
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")

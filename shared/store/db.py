@@ -102,7 +102,7 @@ async def _keep_session(_: asyncpg.Connection) -> None:
     left open, forget `add_listener` callbacks), which costs no round trip when there is nothing to undo.
 
     asyncpg's default reset sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;` on
-    every release: a round trip per pool use, ~9 % of the executor's CPU (py-spy, issue 9). It undoes
+    every release: a round trip per pool use, ~9 % of the executor's CPU (py-spy). It undoes
     session state, and our pool users leave none: no session advisory locks (migrate takes its lock on a
     connection of its own), no LISTEN, no cursors held past a transaction, no session SET. That is the
     contract for code that uses the pool: session state belongs in a transaction (`SET LOCAL`,
@@ -168,7 +168,7 @@ async def exclusive(pool: asyncpg.Pool, key: int) -> AsyncIterator[asyncpg.Conne
 
 
 async def migrate(dsn: str) -> list[str]:
-    """Apply the SQL files in shared/migrations that this database has not seen, in name order."""
+    """Apply the SQL files in shared/store/migrations that this database has not seen, in name order."""
     conn = await connect(dsn, jsonb=False)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
@@ -178,7 +178,8 @@ async def migrate(dsn: str) -> list[str]:
         )
         done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
         scripts = sorted(
-            (f for f in files("shared.migrations").iterdir() if f.name.endswith(".sql")), key=lambda f: f.name
+            (f for f in files("shared.store.migrations").iterdir() if f.name.endswith(".sql")),
+            key=lambda f: f.name,
         )
         applied = []
         for script in scripts:

@@ -1,4 +1,4 @@
-"""The one producer configuration of every service: idempotent, acks=all (shared/outbox.py sends with it)."""
+"""The one producer configuration of every service: idempotent, acks=all (the outbox sends with it)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from shared.config import Settings
+from shared.runtime.config import Settings
 
 CORRELATION_HEADER = "x-correlation-id"
 

@@ -27,19 +27,14 @@ retry). So an order has at most one swap, and a settled attempt that did not lan
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from uuid import UUID
 
 import asyncpg
 
-from shared.batching import Flushed, GroupCommit
-from shared.config import Settings
-from shared.errors import (
+from shared.domain.errors import (
     BlockhashExpired,
     DexError,
     InsufficientLiquidity,
@@ -47,134 +42,32 @@ from shared.errors import (
     SlippageExceeded,
     VenueTimeout,
 )
-from shared.events import Dex, Quote
-from shared.logging import get_logger
+from shared.domain.events import Dex, Quote
+from shared.runtime.config import Settings
+from shared.runtime.logging import get_logger
+from shared.store.batching import GroupCommit
+from shared.venue.ledger import SETTLE, LedgerEntry, _swap_result, insert_swaps
+from shared.venue.model import (
+    AMOUNT_PLACES,
+    MAX_POOL_SHARE,
+    PRICE_PLACES,
+    VENUES,
+    FailureRates,
+    Latency,
+    b58encode,
+    base_price,
+    price_impact,
+    swap_key,
+    usd_price,
+)
+from shared.venue.protocol import SwapResult
 
 logger = get_logger(__name__)
 
-PRICE_PLACES = Decimal("0.000000001")
-AMOUNT_PLACES = Decimal("0.000000001")
-
-# Reference USD prices for well-known Solana tokens; any other mint gets a stable hash-derived price.
-USD_PRICES: dict[str, Decimal] = {
-    "SOL": Decimal("150"),
-    "USDC": Decimal("1"),
-    "USDT": Decimal("1"),
-    "JUP": Decimal("0.9"),
-    "BONK": Decimal("0.00002"),
-    "RAY": Decimal("2.5"),
-    "WIF": Decimal("1.8"),
-    "JTO": Decimal("2.7"),
-    "PYTH": Decimal("0.35"),
-    "ORCA": Decimal("3.1"),
-}
-KNOWN_TOKENS = frozenset(USD_PRICES)
-
-
-MAJORS = frozenset({"SOL", "USDC", "USDT"})
-
-
-@dataclass(frozen=True)
-class Venue:
-    dex: Dex
-    variance: Decimal  # quotes fall uniformly within ±variance of the base price
-    fee: Decimal  # pool fee taken from amountOut (Meteora: on pools of majors; see pool_fee)
-    liquidity_usd: Decimal  # what a pool holds of tokenIn, in USD: sets the price impact
-
-    def pool_fee(self, token_in: str, token_out: str) -> Decimal:
-        if self.dex is Dex.METEORA and not {token_in.upper(), token_out.upper()} <= MAJORS:
-            return Decimal("0.003")
-        return self.fee
-
-
-VENUES: dict[Dex, Venue] = {
-    Dex.RAYDIUM: Venue(Dex.RAYDIUM, Decimal("0.025"), Decimal("0.0025"), Decimal(20_000_000)),
-    Dex.METEORA: Venue(Dex.METEORA, Decimal("0.03"), Decimal("0.002"), Decimal(8_000_000)),
-}
-MAX_POOL_SHARE = Decimal("0.3")  # a trade above this share of the pool is refused
-
-
-def price_impact(venue: Venue, usd_in: Decimal) -> Decimal:
-    """The factor (≤ 1) a trade worth `usd_in` gets of the spot price in a constant-product pool."""
-    return venue.liquidity_usd / (venue.liquidity_usd + usd_in)
-
-
-@dataclass(frozen=True)
-class FailureRates:
-    """Injected failure probabilities (0..1) per call; all zero by default."""
-
-    quote_transient: float = 0.0
-    quote_permanent: float = 0.0
-    swap_transient: float = 0.0
-    swap_permanent: float = 0.0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> FailureRates:
-        return cls(
-            quote_transient=settings.mock_quote_transient_error_rate,
-            quote_permanent=settings.mock_quote_permanent_error_rate,
-            swap_transient=settings.mock_swap_transient_error_rate,
-            swap_permanent=settings.mock_swap_permanent_error_rate,
-        )
-
-
-@dataclass(frozen=True)
-class SwapResult:
-    dex: Dex
-    tx_hash: str
-    executed_price: Decimal
-    amount_out: Decimal
-
-
-@dataclass(frozen=True)
-class Latency:
-    """Simulated venue delays in seconds (min, max); (0, 0) makes the mock instant."""
-
-    quote: tuple[float, float] = (0.1, 0.3)
-    execution: tuple[float, float] = (2.0, 3.0)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Latency:
-        return cls(
-            quote=(settings.mock_quote_latency_min_ms / 1000, settings.mock_quote_latency_max_ms / 1000),
-            execution=(
-                settings.mock_execution_latency_min_ms / 1000,
-                settings.mock_execution_latency_max_ms / 1000,
-            ),
-        )
-
-
-def usd_price(token: str) -> Decimal:
-    known = USD_PRICES.get(token.upper())
-    if known is not None:
-        return known
-    digest = int.from_bytes(hashlib.sha256(token.encode()).digest()[:8], "big")
-    return (Decimal(digest % 1_000_000) + 1) / Decimal(10_000)  # 0.0001 .. 100 USD
-
-
-def base_price(token_in: str, token_out: str) -> Decimal:
-    """How many tokenOut one tokenIn is worth, before venue variance and fees."""
-    return usd_price(token_in) / usd_price(token_out)
-
-
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-
-
-def b58encode(data: bytes) -> str:
-    number = int.from_bytes(data, "big")
-    out = ""
-    while number:
-        number, rem = divmod(number, 58)
-        out = _B58[rem] + out
-    return "1" * (len(data) - len(data.lstrip(b"\0"))) + out
-
-
-def swap_key(order_id: UUID) -> str:
-    """The idempotency key of an order's swap: one order, one swap, whatever the attempt."""
-    return f"swap:{order_id}"
-
 
 class MockDex:
+    """Raydium and Meteora as the module docstring describes them: a `Venue`."""
+
     def __init__(
         self,
         pool: asyncpg.Pool,
@@ -274,9 +167,13 @@ class MockDex:
         )
 
     def execution_price(self, quote: Quote, *, order_id: UUID, attempt: int = 1) -> Decimal:
-        """Where the price has moved by the time the swap executes (pure under a seed)."""
+        """The price `execute` swaps `quote` at (pure under a seed: tests compute expectations with it)."""
         rng = self._rng(order_id, attempt, quote.dex, "execute")
         rng.random()  # the delay's draw
+        return self._moved(rng, quote)
+
+    def _moved(self, rng: random.Random, quote: Quote) -> Decimal:
+        """Where the price has moved by the time the swap executes."""
         return (quote.price * (1 + self._uniform(rng, self._price_move))).quantize(PRICE_PLACES)
 
     async def execute(
@@ -301,7 +198,7 @@ class MockDex:
         logger.info("venue.execute", orderId=str(order_id), attempt=attempt, dex=quote.dex.value)
         rng = self._rng(order_id, attempt, quote.dex, "execute")
         await self._delay(rng, self._latency.execution)
-        executed_price = (quote.price * (1 + self._uniform(rng, self._price_move))).quantize(PRICE_PLACES)
+        executed_price = self._moved(rng, quote)
         amount_out = (amount_in * executed_price * (1 - quote.fee)).quantize(AMOUNT_PLACES)
         try:
             self._inject(
@@ -358,75 +255,3 @@ class MockDex:
     async def close(self) -> None:
         if self._ledger is not None:
             await self._ledger.stop()
-
-
-@dataclass(frozen=True)
-class LedgerEntry:
-    """A swap the venue lands, if `valid_until` has not passed and the key has no swap yet."""
-
-    key: str
-    order_id: UUID
-    dex: Dex
-    amount_in: Decimal
-    amount_out: Decimal
-    executed_price: Decimal
-    tx_hash: str
-    valid_until: datetime | None
-    attempt: int = 1
-
-
-# A swap lands if its window is open and its key is free, or holds only an earlier attempt's `expired` row.
-INSERT_SWAPS = """
-INSERT INTO mock_dex_swaps AS held
-    (idempotency_key, order_id, dex, amount_in, amount_out, executed_price, tx_hash, kind, attempt)
-SELECT n.key, n.order_id, n.dex, n.amount_in, n.amount_out, n.price, n.tx, 'swap', n.attempt
-FROM unnest($1::text[], $2::uuid[], $3::text[], $4::numeric[], $5::numeric[], $6::numeric[], $7::text[],
-            $8::timestamptz[], $9::int[])
-    AS n(key, order_id, dex, amount_in, amount_out, price, tx, valid_until, attempt)
-WHERE n.valid_until IS NULL OR clock_timestamp() <= n.valid_until
-ON CONFLICT (idempotency_key) DO UPDATE SET
-    dex = EXCLUDED.dex, amount_in = EXCLUDED.amount_in, amount_out = EXCLUDED.amount_out,
-    executed_price = EXCLUDED.executed_price, tx_hash = EXCLUDED.tx_hash, kind = 'swap',
-    attempt = EXCLUDED.attempt, executed_at = now()
-    WHERE held.kind = 'expired' AND held.attempt < EXCLUDED.attempt
-RETURNING idempotency_key, dex, tx_hash, executed_price, amount_out
-"""
-
-# An attempt settled as not landed: its `expired` row goes in (or moves up from an earlier attempt's),
-# unless the key holds a swap. True when it did.
-SETTLE = """
-INSERT INTO mock_dex_swaps AS held (idempotency_key, order_id, kind, attempt) VALUES ($1, $2, 'expired', $3)
-ON CONFLICT (idempotency_key) DO UPDATE SET attempt = EXCLUDED.attempt
-    WHERE held.kind = 'expired' AND held.attempt < EXCLUDED.attempt
-RETURNING true
-"""
-
-
-async def insert_swaps(
-    conn: asyncpg.Connection, entries: Sequence[LedgerEntry]
-) -> Flushed[SwapResult | None]:
-    """The ledger's inserts of many concurrent swaps in one statement (the venue's check of `valid_until`
-    runs per row, when the statement does). One statement cannot write a key twice: a second swap of the
-    same key in the batch is left out, and finds the first one's row afterwards (see `execute`)."""
-    firsts: dict[str, LedgerEntry] = {}
-    for entry in entries:
-        firsts.setdefault(entry.key, entry)
-    batch = list(firsts.values())
-    records = await conn.fetch(
-        INSERT_SWAPS,
-        [e.key for e in batch],
-        [e.order_id for e in batch],
-        [e.dex.value for e in batch],
-        [e.amount_in for e in batch],
-        [e.amount_out for e in batch],
-        [e.executed_price for e in batch],
-        [e.tx_hash for e in batch],
-        [e.valid_until for e in batch],
-        [e.attempt for e in batch],
-    )
-    landed = {r["idempotency_key"]: _swap_result(r) for r in records}
-    return Flushed([landed.get(e.key) if firsts[e.key] is e else None for e in entries], [])
-
-
-def _swap_result(row: asyncpg.Record) -> SwapResult:
-    return SwapResult(Dex(row["dex"]), row["tx_hash"], row["executed_price"], row["amount_out"])

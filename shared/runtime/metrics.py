@@ -1,4 +1,4 @@
-"""Every Prometheus metric of the engine, declared once (seed §9). Each process exports its own: the HTTP
+"""Every Prometheus metric of the engine, declared once. Each process exports its own: the HTTP
 services on `/metrics`, the stream stages on their METRICS port. Labels are bounded: dex, status, stage,
 error code, topic/group; never an orderId."""
 

@@ -19,10 +19,10 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from shared.db import UNREACHABLE
-from shared.logging import get_logger
-from shared.metrics import CLOCK_OFFSET, CLOCK_SYNCS
-from shared.tasks import cancel_and_wait
+from shared.runtime.logging import get_logger
+from shared.runtime.metrics import CLOCK_OFFSET, CLOCK_SYNCS
+from shared.runtime.tasks import cancel_and_wait
+from shared.store.db import UNREACHABLE
 
 logger = get_logger(__name__)
 
@@ -81,3 +81,16 @@ async def following_postgres(pool: asyncpg.Pool) -> AsyncIterator[None]:
         yield
     finally:
         await cancel_and_wait(task)
+
+
+async def sleep_until(instant: datetime, *, cap_s: float) -> None:
+    """Sleep until the clock (Postgres's: shared/clock.py) has reached `instant`, for at most `cap_s`. An
+    event loop's timer may fire a little before its time (uvloop's are milliseconds), so the clock is read
+    again after each sleep: a caller that then checks `instant <= utcnow()` never finds itself early. The
+    cap bounds the wait when `instant` comes from a clock that runs ahead."""
+    give_up = time.monotonic() + cap_s
+    while (left := (instant - utcnow()).total_seconds()) > 0:
+        budget = give_up - time.monotonic()
+        if budget <= 0:
+            return
+        await asyncio.sleep(min(left, budget))

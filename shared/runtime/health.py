@@ -8,7 +8,7 @@ import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
-from shared.db import connect
+from shared.store.db import connect
 
 PROBE_TIMEOUT_S = 3.0
 

@@ -1,4 +1,4 @@
-"""The project's error tree. Every error carries its seed §11 code and HTTP status, and says whether retrying
+"""The project's error tree. Every error carries its API error code and HTTP status, and says whether retrying
 can help; consumers route on `retriable`, the HTTP layer renders `code` in the one error envelope."""
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class QuoteUnavailable(DexError):
     retriable = True
 
 
-# Ingress (issue 3): the HTTP contract's refusals. Each maps to one row of the seed's §11 table.
+# Ingress: the HTTP contract's refusals, one per error code of the API.
 
 
 class PayloadTooLarge(EngineError):

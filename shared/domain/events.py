@@ -7,24 +7,21 @@ carries `v`; a contract changes only by adding optional fields, a breaking chang
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
-import orjson
 from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
-from shared.clock import utcnow
+from shared.domain.status import OrderStatus
 
 SCHEMA_VERSION: Literal[1] = 1
 
 
-def _plain(value: Decimal) -> str:
+def plain_decimal(value: Decimal) -> str:
     text = format(value, "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
@@ -33,29 +30,10 @@ def _plain(value: Decimal) -> str:
 
 Amount = Annotated[
     Decimal,
-    PlainSerializer(_plain, return_type=str, when_used="json"),
+    PlainSerializer(plain_decimal, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": r"^\d+(\.\d+)?$"}, mode="serialization"),
 ]
 """A Decimal that travels as a plain decimal string and is never a float."""
-
-
-class OrderStatus(StrEnum):
-    PENDING = "pending"
-    ROUTING = "routing"
-    BUILDING = "building"
-    SUBMITTED = "submitted"
-    CONFIRMED = "confirmed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_STATUSES
-
-
-TERMINAL_STATUSES = frozenset({OrderStatus.CONFIRMED, OrderStatus.FAILED, OrderStatus.CANCELLED})
-# The open orders' partial index (migration 011) has this predicate; a query must repeat it to use it.
-OPEN_ORDER_SQL = "status NOT IN ('confirmed', 'failed', 'cancelled')"
 
 
 BPS = Decimal(10_000)
@@ -70,19 +48,6 @@ def realised_slippage_bps(quoted: Decimal, executed: Decimal) -> Decimal:
 class Dex(StrEnum):
     RAYDIUM = "raydium"
     METEORA = "meteora"
-
-
-async def sleep_until(instant: datetime, *, cap_s: float) -> None:
-    """Sleep until the clock (Postgres's: shared/clock.py) has reached `instant`, for at most `cap_s`. An
-    event loop's timer may fire a little before its time (uvloop's are milliseconds), so the clock is read
-    again after each sleep: a caller that then checks `instant <= utcnow()` never finds itself early. The
-    cap bounds the wait when `instant` comes from a clock that runs ahead."""
-    give_up = time.monotonic() + cap_s
-    while (left := (instant - utcnow()).total_seconds()) > 0:
-        budget = give_up - time.monotonic()
-        if budget <= 0:
-            return
-        await asyncio.sleep(min(left, budget))
 
 
 class Wire(BaseModel):
@@ -113,7 +78,7 @@ class Quote(Wire):
 
 SignedAmount = Annotated[
     Decimal,
-    PlainSerializer(_plain, return_type=str, when_used="json"),
+    PlainSerializer(plain_decimal, return_type=str, when_used="json"),
     WithJsonSchema({"type": "string", "pattern": r"^-?\d+(\.\d+)?$"}, mode="serialization"),
 ]
 """A decimal string that may be negative (e.g. a slippage in the user's favour)."""
@@ -171,11 +136,6 @@ class ExecuteOrder(Wire):
     attempt: int = 1
     created_at: datetime
     correlation_id: str | None = None
-
-
-def dumps(value: Any) -> bytes:
-    """JSON for plain dicts (already JSON-ready, e.g. from `to_dict`)."""
-    return orjson.dumps(value)
 
 
 class RetryOrder(Wire):

@@ -1,0 +1,1 @@
+"""Postgres: the pool and migrations, the orders' rows, and the group-committed steps of orders."""

@@ -1,0 +1,73 @@
+"""How an HTTP service is built and run: routes without FastAPI's per-request machinery, /metrics, uvicorn."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
+from fastapi.telemetry import TelemetryConfig
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from shared.runtime.logging import configure_logging
+
+# The engine's own observability is Prometheus metrics and JSON logs. With these off, FastAPI's native
+# OpenTelemetry does not look the global providers up on every request (~5 % of a request's CPU).
+NO_OPENTELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
+class DirectRoute(APIRoute):
+    """A route documented like any other (status, responses, summary and `openapi_extra` from its
+    declaration) whose endpoint is called with the Request alone, without FastAPI's per-request machinery:
+    dependency solving, body sniffing, response-model serialization and two exit stacks, which together cost
+    as much CPU as the rest of a request. The endpoint takes only `request: Request`, checks its own inputs
+    (describe them in `openapi_extra`) and returns a Response; what it raises reaches the app's exception
+    handlers as usual."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        declared = self.dependant
+        if (
+            declared.dependencies
+            or declared.path_params
+            or declared.query_params
+            or declared.header_params
+            or declared.cookie_params
+            or declared.body_params
+        ):
+            raise TypeError(f"{path}: a DirectRoute endpoint takes only the Request (it would not be solved)")
+        call: Callable[[Request], Awaitable[Response]] = endpoint
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            response = await call(Request(scope, receive, send))
+            await response(scope, receive, send)
+
+        self.app = app
+
+
+def serve(service: str, app: FastAPI, host: str, port: int, level: str, **uvicorn_options: Any) -> None:
+    """Run an HTTP service the one way: JSON logs, uvloop and httptools, no uvicorn log config, and no
+    proxy-header rewriting (the app reads X-Forwarded-For itself, from TRUSTED_PROXIES only)."""
+    configure_logging(service, level)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        proxy_headers=False,
+        **uvicorn_options,
+    )
+
+
+def install_metrics(app: FastAPI) -> None:
+    """GET /metrics: this process's metrics at the path itself (a mount would answer 307 first)."""
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
