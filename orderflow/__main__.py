@@ -44,7 +44,8 @@ from orderflow.client import TIMEOUT, NewOrder, OrdersClient
 from orderflow.config import DEFAULT_URL, URL_ENV, base_url
 from orderflow.errors import ExitCode, OrderflowError, ServerRefused, exit_code_for
 from orderflow.output import Output, order_summary, orders_table
-from orderflow.progress import Ticket, event_lines, fold, render
+from orderflow.progress import Ticket, fold
+from orderflow.progress_view import event_lines, render
 from orderflow.stream import Message, Tracker, follow
 
 DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orderflow.errors import OrderflowError, ServerRefused
-from orderflow.progress import STATUS_STYLES
+from orderflow.progress_view import STATUS_STYLES
 
 LOG_WIDTH = 200  # not a terminal: wide enough that a table of orders is not wrapped
 
