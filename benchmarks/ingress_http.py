@@ -26,13 +26,13 @@ from shared.runtime.logging import configure_logging
 
 REPS = 40
 BODY = b'{"type":"market","tokenIn":"SOL","tokenOut":"USDC","amountIn":"1.5","slippage":"0.01"}'
-ACCEPTED = service.Accepted(OrderAccepted(order_id=uuid.uuid4(), status=OrderStatus.PENDING))
+ACCEPTED = service.PlaceOutcome(OrderAccepted(order_id=uuid.uuid4(), status=OrderStatus.PENDING))
 Headers = list[tuple[bytes, bytes]]
 
 
 async def _accept_at_once(
     intake: Any, request: PlaceOrder, *, client: str, idempotency_key: str | None, correlation_id: str | None
-) -> service.Accepted:
+) -> service.PlaceOutcome:
     return ACCEPTED
 
 

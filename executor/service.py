@@ -23,8 +23,8 @@ import asyncpg
 
 from executor import repository
 from shared.domain.errors import BlockhashExpired, DexError, SlippageExceeded
-from shared.domain.events import OrderPlaced, realised_slippage_bps
-from shared.domain.order import OrderRecord
+from shared.domain.events import OrderPlaced
+from shared.domain.order import OrderRecord, SwapResult
 from shared.domain.status import OrderStatus
 from shared.messaging.outbox import Message
 from shared.messaging.streaming import job_context
@@ -36,7 +36,7 @@ from shared.runtime.tasks import TaskPool
 from shared.store.db import UNREACHABLE, exclusive
 from shared.store.orders import message
 from shared.store.steps import OrderSteps
-from shared.venue.protocol import SwapResult, Venue
+from shared.venue.protocol import Venue
 
 logger = get_logger(__name__)
 SWEEP_LOCK = 7_306_003  # pg advisory lock key: one executor sweeps at a time
@@ -103,9 +103,7 @@ class ExecutorService:
                 await self._steps.time_out(order)
                 submitted = None
             else:
-                submitted = await self._steps.advance(
-                    order, OrderStatus.SUBMITTED, attempt=max(order.attempt, 1)
-                )
+                submitted = await self._steps.submit(order)
         except BaseException as exc:
             recorded.set_exception(exc)
             raise
@@ -144,18 +142,8 @@ class ExecutorService:
         await self._confirm(order, result)
 
     async def _confirm(self, order: OrderRecord, result: SwapResult) -> None:
-        assert order.dex_used is not None
-        quoted = order.quotes[order.dex_used].amount_out
         logger.info("order.confirmed", orderId=str(order.id), dex=result.dex.value, tx_hash=result.tx_hash)
-        await self._steps.advance(
-            order,
-            OrderStatus.CONFIRMED,
-            dex=result.dex,
-            tx_hash=result.tx_hash,
-            executed_price=result.executed_price,
-            amount_out=result.amount_out,
-            slippage_bps=realised_slippage_bps(quoted, result.amount_out),
-        )
+        await self._steps.confirm(order, result)
 
     async def sweep(self) -> None:
         """Finish what nobody is finishing: settled submissions, overdue orders, stalled steps. One executor

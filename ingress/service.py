@@ -108,7 +108,9 @@ async def _prune_keys_forever(pool: asyncpg.Pool, key_ttl_s: int) -> None:
 
 
 @dataclass(frozen=True)
-class Accepted:
+class PlaceOutcome:
+    """What placing an order comes to: the 202 body (or the first request's, replayed under its key)."""
+
     body: OrderAccepted
     status: int = 202
     replayed: bool = False
@@ -121,7 +123,7 @@ async def place_order(
     client: str,
     idempotency_key: str | None,
     correlation_id: str | None,
-) -> Accepted:
+) -> PlaceOutcome:
     """Record the order as pending (seq 1) with its two messages in the outbox, in one statement shared with
     the other orders arriving meanwhile, and answer only after the commit.
 
@@ -144,7 +146,7 @@ async def place_order(
         logger.info(
             "order.accepted", orderId=str(order_id), token_in=request.token_in, token_out=request.token_out
         )
-        return Accepted(
+        return PlaceOutcome(
             OrderAccepted(
                 order_id=order_id, status=OrderStatus.PENDING, client_order_id=request.client_order_id
             )
@@ -181,7 +183,7 @@ def new_order(
     return NewOrder(placed, pending, request.client_order_id, client, key)
 
 
-def _replay(holder: KeyHolder | None, mine: KeyClaim) -> Accepted:
+def _replay(holder: KeyHolder | None, mine: KeyClaim) -> PlaceOutcome:
     """The first answer again, from the order the key names (the key's body must be this one)."""
     if holder is None:  # the key expired and changed hands between the write and the lookup
         raise IdempotencyInProgress(retry_after=1)
@@ -190,7 +192,7 @@ def _replay(holder: KeyHolder | None, mine: KeyClaim) -> Accepted:
     body = OrderAccepted(
         order_id=holder.order_id, status=OrderStatus.PENDING, client_order_id=holder.client_order_id
     )
-    return Accepted(body, replayed=True)
+    return PlaceOutcome(body, replayed=True)
 
 
 async def get_order(pool: asyncpg.Pool, order_id: UUID) -> OrderRecord:
@@ -217,7 +219,7 @@ async def cancel_order(intake: Intake, order_id: UUID, *, client: str) -> OrderR
                 return order
             if order.status not in BEFORE_SUBMISSION:
                 raise TooLateToCancel(order.status.value)
-            if await intake.steps.advance(order, OrderStatus.CANCELLED) is not None:
+            if await intake.steps.cancel(order) is not None:
                 logger.info("order.cancelled", orderId=str(order_id), was=order.status.value)
                 cancelled = await load_order(intake.pool, order_id)
                 assert cancelled is not None, "an order is never deleted"

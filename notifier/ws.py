@@ -34,9 +34,9 @@ from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from notifier import repository
+from notifier.fanout import Hub, Subscription
 from notifier.iplimit import IpLeases
 from notifier.limits import ConnectionLimits, Refusal
-from notifier.service import Hub, Subscription
 from notifier.transport import EXTENSION, Link
 from shared.domain.events import StatusEvent
 from shared.runtime.clock import following_postgres, utcnow
@@ -325,7 +325,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return
         hub: Hub = ws.app.state.hub
         try:
-            subscription = hub.subscribe(order_id)  # before the snapshot: see notifier.service
+            subscription = hub.subscribe(order_id)  # before the snapshot: see notifier.fanout
             try:
                 stream = OrderStream(ws, subscription, settings)
                 await stream.prepare_hold()

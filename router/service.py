@@ -103,7 +103,7 @@ class RouterService:
     async def _start(self, order: OrderRecord) -> None:
         if order.attempt <= 1:
             QUEUE_WAIT_SECONDS.labels("routing").observe((utcnow() - order.created_at).total_seconds())
-        routing = await self._steps.advance(order, OrderStatus.ROUTING, attempt=max(order.attempt, 1))
+        routing = await self._steps.start_routing(order)
         if routing is not None:
             await self._tasks.spawn(self._build(routing))
 
@@ -123,13 +123,7 @@ class RouterService:
             dex=best.dex.value,
             quotes={d.value: str(q.amount_out) for d, q in quotes.items()},
         )
-        await self._steps.advance(
-            order,
-            OrderStatus.BUILDING,
-            (ORDERS_EXECUTE, execute_command(order, best)),
-            dex=best.dex,
-            quotes=quotes,
-        )
+        await self._steps.route(order, best, quotes, execute_command(order, best))
 
     async def _quote_both(self, order: OrderRecord) -> tuple[dict[Dex, Quote], dict[Dex, BaseException]]:
         async def one(dex: Dex) -> Quote:

@@ -80,9 +80,10 @@ class InsufficientLiquidity(DexError):
 
 
 class NoVenueCanQuote(DexError):
-    """Every venue refused the pair for good (no pool, insufficient liquidity): retrying cannot help."""
+    """Every venue refused the pair for good (no pool, insufficient liquidity): retrying cannot help. Not
+    `quote_unavailable`, which a retry may cure: a client reading the code knows which it met."""
 
-    code = "quote_unavailable"
+    code = "no_route"
 
 
 class OrderTimedOut(EngineError):
@@ -95,6 +96,8 @@ class OrderTimedOut(EngineError):
 
 
 class QuoteUnavailable(DexError):
+    """No venue quoted, and at least one failure was transient: the order is retried."""
+
     code = "quote_unavailable"
     retriable = True
 

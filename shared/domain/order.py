@@ -16,6 +16,16 @@ from shared.runtime.clock import utcnow
 
 
 @dataclass(frozen=True)
+class SwapResult:
+    """A swap that landed."""
+
+    dex: Dex
+    tx_hash: str
+    executed_price: Decimal
+    amount_out: Decimal
+
+
+@dataclass(frozen=True)
 class OrderRecord:
     """One row of `orders`."""
 
@@ -117,16 +127,40 @@ class OrderRecord:
             updated_at=event.at,
         )
 
-    def next_event(self, status: OrderStatus, *, max_attempts: int, **fields: Any) -> StatusEvent:
-        """The event that moves this order to `status`, numbered seq + 1."""
+    def next_event(
+        self,
+        status: OrderStatus,
+        *,
+        max_attempts: int,
+        attempt: int | None = None,
+        next_retry_at: datetime | None = None,
+        dex: Dex | None = None,
+        quotes: dict[Dex, Quote] | None = None,
+        tx_hash: str | None = None,
+        executed_price: Decimal | None = None,
+        amount_out: Decimal | None = None,
+        slippage_bps: Decimal | None = None,
+        error: str | None = None,
+        failure_reason: str | None = None,
+    ) -> StatusEvent:
+        """The event that moves this order to `status`, numbered seq + 1. `OrderRules` says which fields
+        each step sets; an unknown field is a TypeError (and a mypy error), not silently dropped."""
         check_transition(self.status, status)
         return StatusEvent(
             order_id=self.id,
             seq=self.seq + 1,
             status=status,
             at=utcnow(),
-            attempt=fields.pop("attempt", self.attempt),
+            attempt=self.attempt if attempt is None else attempt,
             max_attempts=max_attempts,
+            next_retry_at=next_retry_at,
+            dex=dex,
+            quotes=quotes,
+            tx_hash=tx_hash,
+            executed_price=executed_price,
+            amount_out=amount_out,
+            slippage_bps=slippage_bps,
+            error=error,
+            failure_reason=failure_reason,
             correlation_id=self.correlation_id,
-            **fields,
         )

@@ -16,18 +16,27 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from functools import partial
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from shared.domain.errors import EngineError, OrderTimedOut
-from shared.domain.events import AttemptError, DeadLetter, RetryOrder, Wire
-from shared.domain.order import OrderRecord
+from shared.domain.errors import EngineError
+from shared.domain.events import (
+    AttemptError,
+    DeadLetter,
+    Dex,
+    ExecuteOrder,
+    Quote,
+    RetryOrder,
+    StatusEvent,
+    Wire,
+)
+from shared.domain.order import OrderRecord, SwapResult
+from shared.domain.rules import RETRY_DELAYS_S, AfterFailure, OrderRules, retry_index
 from shared.domain.status import OrderStatus
 from shared.messaging.outbox import Outbox
-from shared.messaging.topics import ORDER_STATUS, ORDERS_DLQ, ORDERS_RETRY, TopicSpec
+from shared.messaging.topics import ORDER_STATUS, ORDERS_DLQ, ORDERS_EXECUTE, ORDERS_RETRY, TopicSpec
 from shared.runtime.clock import utcnow
 from shared.runtime.config import Settings
 from shared.runtime.logging import get_logger
@@ -37,33 +46,34 @@ from shared.store.orders import Transition, load_order, load_orders, message, wr
 
 logger = get_logger(__name__)
 
-
-# Retry n (after attempt n failed) waits RETRY_DELAYS[n - 1]; the last one repeats if MAX_RETRIES > 4.
-RETRY_DELAYS: tuple[tuple[float, TopicSpec], ...] = tuple(zip((2.0, 4.0, 8.0), ORDERS_RETRY, strict=True))
+# The retry topic of each fixed delay: retry n waits RETRY_DELAYS_S[n - 1] on ORDERS_RETRY[n - 1].
+RETRY_DELAYS: tuple[tuple[float, TopicSpec], ...] = tuple(zip(RETRY_DELAYS_S, ORDERS_RETRY, strict=True))
 
 
 def retry_delay(failed_attempt: int) -> tuple[float, TopicSpec]:
-    return RETRY_DELAYS[min(failed_attempt, len(RETRY_DELAYS)) - 1]
+    return RETRY_DELAYS[retry_index(failed_attempt)]
 
 
 class OrderSteps:
     """Advances orders one step at a time: a conditional UPDATE whose event (and command, if any) leaves
-    through the outbox. Concurrent steps share one statement (group commit)."""
+    through the outbox. Concurrent steps share one statement (group commit). Each method returns the order
+    after its step, or None if another writer moved the order first."""
 
     def __init__(
         self,
         pool: asyncpg.Pool,
         writer: GroupCommit[Transition, OrderRecord | None],
         outbox: Outbox,
-        *,
-        max_attempts: int,
-        deadline_ms: int = 30_000,
+        rules: OrderRules,
     ) -> None:
         self._pool = pool
         self._writer = writer
         self.outbox = outbox
-        self._max_attempts = max_attempts
-        self.deadline_ms = deadline_ms
+        self.rules = rules
+
+    @property
+    def deadline_ms(self) -> int:
+        return self.rules.deadline_ms
 
     async def load(self, order_id: UUID) -> OrderRecord | None:
         return (await self.load_many([order_id])).get(order_id)
@@ -72,18 +82,75 @@ class OrderSteps:
         return await load_orders(self._pool, order_ids)
 
     def overdue(self, order: OrderRecord) -> bool:
-        return utcnow() >= order.deadline(self.deadline_ms)
+        return self.rules.overdue(order)
+
+    async def start_routing(self, order: OrderRecord) -> OrderRecord | None:
+        return await self.step(order, self.rules.start_routing(order))
+
+    async def route(
+        self, order: OrderRecord, best: Quote, quotes: dict[Dex, Quote], command: ExecuteOrder
+    ) -> OrderRecord | None:
+        """Routed to `best`; `command` tells the executor to swap it."""
+        return await self.step(order, self.rules.route(order, best, quotes), (ORDERS_EXECUTE, command))
+
+    async def submit(self, order: OrderRecord) -> OrderRecord | None:
+        return await self.step(order, self.rules.submit(order))
+
+    async def confirm(self, order: OrderRecord, swap: SwapResult) -> OrderRecord | None:
+        return await self.step(order, self.rules.confirm(order, swap))
+
+    async def fail(self, order: OrderRecord, error: EngineError) -> OrderRecord | None:
+        """A terminal failure, not retried."""
+        return await self.step(order, self.rules.fail(order, error))
+
+    async def time_out(self, order: OrderRecord) -> OrderRecord | None:
+        return await self.step(order, self.rules.time_out(order))
+
+    async def cancel(self, order: OrderRecord) -> OrderRecord | None:
+        return await self.step(order, self.rules.cancel(order))
+
+    async def retry_or_fail(self, order: OrderRecord, error: EngineError) -> OrderRecord | None:
+        """Route on the error: retriable with attempts left → back to pending with the order on its retry
+        topic; otherwise failed (and, when retries ran out, the order with its error history on the DLQ)."""
+        match self.rules.after_failure(order, error):
+            case AfterFailure.FAIL:
+                return await self.fail(order, error)
+            case AfterFailure.DEAD_LETTER:
+                return await self._dead_letter(order, error)
+        delay_s, topic = retry_delay(max(order.attempt, 1))
+        event = self.rules.retry(order, error, utcnow() + timedelta(seconds=delay_s))
+        assert event.next_retry_at is not None
+        command = RetryOrder(
+            order_id=order.id,
+            attempt=event.attempt,
+            due_at=event.next_retry_at,
+            created_at=order.created_at,
+            error=error.code,
+            correlation_id=order.correlation_id,
+        )
+        retried = await self.step(order, event, (topic, command))
+        if retried is not None:
+            ORDER_RETRIES.labels(error.code).inc()
+            logger.info(
+                "order.retry_scheduled", orderId=str(order.id), attempt=event.attempt, error=error.code
+            )
+        return retried
 
     def transition(
-        self, order: OrderRecord, status: OrderStatus, *commands: tuple[TopicSpec, Wire], **fields: Any
+        self, order: OrderRecord, event: StatusEvent, *commands: tuple[TopicSpec, Wire]
     ) -> Transition:
-        event = order.next_event(status, max_attempts=self._max_attempts, **fields)
+        """`event` with its messages: the event on `order.status` first, then any `commands`."""
         messages = (message(ORDER_STATUS, order, event), *(message(t, order, p) for t, p in commands))
         return Transition(order, event, messages)
 
+    async def step(
+        self, order: OrderRecord, event: StatusEvent, *commands: tuple[TopicSpec, Wire]
+    ) -> OrderRecord | None:
+        """Write `event` (from `rules`, or `order.next_event`) and `commands` after it."""
+        return await self.apply(self.transition(order, event, *commands))
+
     async def apply(self, transition: Transition) -> OrderRecord | None:
-        """Write one transition (batched with whatever else this process is writing); None if another writer
-        moved the order first."""
+        """Write one transition (batched with whatever else this process is writing)."""
         updated = await self._writer.submit(transition)
         event = transition.event
         if updated is None:
@@ -108,59 +175,11 @@ class OrderSteps:
                 ORDER_FAILURES.labels(event.error or "unknown").inc()
         return updated
 
-    async def advance(
-        self, order: OrderRecord, status: OrderStatus, *commands: tuple[TopicSpec, Wire], **fields: Any
-    ) -> OrderRecord | None:
-        """Move `order` to `status` (its event and `commands` go out after the commit); None if another
-        writer moved it first."""
-        return await self.apply(self.transition(order, status, *commands, **fields))
-
-    async def fail(self, order: OrderRecord, error: EngineError) -> OrderRecord | None:
-        """A terminal failure, not retried."""
-        return await self.advance(order, OrderStatus.FAILED, failure_reason=error.message, error=error.code)
-
-    async def time_out(self, order: OrderRecord) -> OrderRecord | None:
-        return await self.fail(order, OrderTimedOut())
-
-    async def retry_or_fail(self, order: OrderRecord, error: EngineError) -> OrderRecord | None:
-        """Route on the error: retriable with attempts left → back to pending with the order on its retry
-        topic; otherwise failed (and, when retries ran out, the order with its error history on the DLQ)."""
-        attempt = max(order.attempt, 1)
-        if not error.retriable:
-            return await self.fail(order, error)
-        if attempt >= self._max_attempts:
-            return await self._dead_letter(order, error)
-        delay_s, topic = retry_delay(attempt)
-        due = utcnow() + timedelta(seconds=delay_s)
-        command = RetryOrder(
-            order_id=order.id,
-            attempt=attempt + 1,
-            due_at=due,
-            created_at=order.created_at,
-            error=error.code,
-            correlation_id=order.correlation_id,
-        )
-        retried = await self.advance(
-            order,
-            OrderStatus.PENDING,
-            (topic, command),
-            attempt=attempt + 1,
-            next_retry_at=due,
-            error=error.code,
-            failure_reason=error.message,
-        )
-        if retried is not None:
-            ORDER_RETRIES.labels(error.code).inc()
-            logger.info("order.retry_scheduled", orderId=str(order.id), attempt=attempt + 1, error=error.code)
-        return retried
-
     async def _dead_letter(self, order: OrderRecord, error: EngineError) -> OrderRecord | None:
         """Fail the order for good, with every error it met on `orders.dlq` (from its whole history)."""
         full = await load_order(self._pool, order.id)
         history = full.error_history() if full is not None else []
-        transition = self.transition(
-            order, OrderStatus.FAILED, failure_reason=error.message, error=error.code
-        )
+        transition = self.transition(order, self.rules.fail(order, error))
         failed = transition.event
         last = AttemptError(
             attempt=failed.attempt, error=error.code, failure_reason=error.message, at=failed.at
@@ -172,7 +191,7 @@ class OrderSteps:
             amount_in=order.amount_in,
             slippage=order.slippage,
             attempts=max(order.attempt, 1),
-            max_attempts=self._max_attempts,
+            max_attempts=self.rules.max_attempts,
             error=error.code,
             failure_reason=error.message,
             errors=[*history, last],
@@ -206,8 +225,6 @@ async def steps_through(pool: asyncpg.Pool, outbox: Outbox, settings: Settings) 
     )
     writer.start()
     try:
-        yield OrderSteps(
-            pool, writer, outbox, max_attempts=settings.max_retries, deadline_ms=settings.order_deadline_ms
-        )
+        yield OrderSteps(pool, writer, outbox, OrderRules(settings.max_retries, settings.order_deadline_ms))
     finally:
         await writer.stop()

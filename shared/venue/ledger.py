@@ -12,8 +12,8 @@ from uuid import UUID
 import asyncpg
 
 from shared.domain.events import Dex
+from shared.domain.order import SwapResult
 from shared.store.batching import Flushed
-from shared.venue.protocol import SwapResult
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from shared.domain.errors import (
     VenueTimeout,
 )
 from shared.domain.events import Dex, Quote
+from shared.domain.order import SwapResult
 from shared.runtime.config import Settings
 from shared.runtime.logging import get_logger
 from shared.store.batching import GroupCommit
@@ -60,7 +61,6 @@ from shared.venue.model import (
     swap_key,
     usd_price,
 )
-from shared.venue.protocol import SwapResult
 
 logger = get_logger(__name__)
 

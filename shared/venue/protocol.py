@@ -3,23 +3,13 @@ a real DEX's API. The router quotes through it, the executor swaps and settles t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 from uuid import UUID
 
 from shared.domain.events import Dex, Quote
-
-
-@dataclass(frozen=True)
-class SwapResult:
-    """A swap that landed."""
-
-    dex: Dex
-    tx_hash: str
-    executed_price: Decimal
-    amount_out: Decimal
+from shared.domain.order import SwapResult
 
 
 class Venue(Protocol):

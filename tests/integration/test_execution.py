@@ -363,7 +363,8 @@ async def test_the_next_event_of_an_order_never_reaches_the_topic_before_an_unpu
     await producer.start()
     try:
         async with order_steps(pool, producer, seeded.settings) as steps:
-            assert await steps.advance(order, OrderStatus.BUILDING, dex=Dex.RAYDIUM) is not None
+            building = order.next_event(OrderStatus.BUILDING, max_attempts=3, dex=Dex.RAYDIUM)
+            assert await steps.step(order, building) is not None
 
             async def both_published() -> list[int] | None:
                 seqs = await status_seqs(seeded, order.id)

@@ -14,12 +14,12 @@ import asyncpg
 import pytest
 
 from shared.domain.events import Dex
+from shared.domain.order import SwapResult
 from shared.runtime.clock import utcnow
 from shared.store.db import connect, create_pool
 from shared.venue.ledger import LedgerEntry, insert_swaps
 from shared.venue.mock import MockDex
 from shared.venue.model import Latency, swap_key
-from shared.venue.protocol import SwapResult
 from tests.fixtures.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration

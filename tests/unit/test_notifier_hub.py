@@ -7,7 +7,7 @@ import asyncio
 import uuid
 from typing import Any
 
-from notifier.service import Hub
+from notifier.fanout import Hub
 from shared.domain.events import StatusEvent
 from shared.domain.status import OrderStatus
 from shared.runtime.clock import utcnow

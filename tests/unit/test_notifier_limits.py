@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from notifier.fanout import Subscription
 from notifier.limits import ConnectionLimits, Refusal
-from notifier.service import Subscription
 from shared.domain.events import StatusEvent
 from shared.domain.status import OrderStatus
 from shared.runtime.clock import utcnow

@@ -14,9 +14,8 @@ import pytest
 
 from executor import repository
 from executor.service import ExecutorService
-from shared.domain.order import OrderRecord
+from shared.domain.order import OrderRecord, SwapResult
 from shared.domain.status import OrderStatus
-from shared.venue.protocol import SwapResult
 from tests.unit.test_orders import make_order
 
 
