@@ -7,13 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from typing import Protocol
 from uuid import UUID
 
 import asyncpg
 
 from shared.domain.events import Dex
 from shared.domain.order import SwapResult
-from shared.store.batching import Flushed
+from shared.store.batching import Flushed, GroupCommit
 
 
 @dataclass(frozen=True)
@@ -86,3 +87,63 @@ async def insert_swaps(
 
 def _swap_result(row: asyncpg.Record) -> SwapResult:
     return SwapResult(Dex(row["dex"]), row["tx_hash"], row["executed_price"], row["amount_out"])
+
+
+class Ledger(Protocol):
+    """Where the mock venue records what landed. `PostgresLedger` is the real one; the unit tests keep one
+    in memory."""
+
+    async def land(self, entry: LedgerEntry) -> SwapResult | None:
+        """Record `entry` if its window is open and its key holds no swap (nor a settled later attempt);
+        its result if it landed, else None."""
+        ...
+
+    async def swap_of(self, key: str) -> SwapResult | None:
+        """The swap that landed under `key`, if any."""
+        ...
+
+    async def settle(self, key: str, order_id: UUID, attempt: int) -> SwapResult | None:
+        """The swap under `key` if one landed; else marks `attempt` settled (no swap of it can land later)
+        and returns None. Waits for a swap of the key still being written."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class PostgresLedger:
+    """The ledger in table mock_dex_swaps. `batched`: concurrent swaps share one statement (group commit),
+    as the stages run it."""
+
+    def __init__(self, pool: asyncpg.Pool, *, batched: bool = False) -> None:
+        self._pool = pool
+        self._batch: GroupCommit[LedgerEntry, SwapResult | None] | None = (
+            GroupCommit(pool, None, insert_swaps, name="ledger") if batched else None
+        )
+
+    async def land(self, entry: LedgerEntry) -> SwapResult | None:
+        if self._batch is not None:
+            return await self._batch.submit(entry)
+        async with self._pool.acquire() as conn:
+            return (await insert_swaps(conn, [entry])).results[0]
+
+    async def swap_of(self, key: str) -> SwapResult | None:
+        return await _swap_of(self._pool, key)
+
+    async def settle(self, key: str, order_id: UUID, attempt: int) -> SwapResult | None:
+        async with self._pool.acquire() as conn:
+            if await conn.fetchval(SETTLE, key, order_id, attempt):
+                return None
+            return await _swap_of(conn, key)
+
+    async def close(self) -> None:
+        if self._batch is not None:
+            await self._batch.stop()
+
+
+async def _swap_of(db: asyncpg.Pool | asyncpg.Connection, key: str) -> SwapResult | None:
+    row = await db.fetchrow(
+        "SELECT dex, tx_hash, executed_price, amount_out FROM mock_dex_swaps"
+        " WHERE idempotency_key = $1 AND kind = 'swap'",
+        key,
+    )
+    return _swap_result(row) if row is not None else None

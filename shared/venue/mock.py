@@ -46,8 +46,7 @@ from shared.domain.events import Dex, Quote
 from shared.domain.order import SwapResult
 from shared.runtime.config import Settings
 from shared.runtime.logging import get_logger
-from shared.store.batching import GroupCommit
-from shared.venue.ledger import SETTLE, LedgerEntry, _swap_result, insert_swaps
+from shared.venue.ledger import Ledger, LedgerEntry, PostgresLedger
 from shared.venue.model import (
     AMOUNT_PLACES,
     MAX_POOL_SHARE,
@@ -70,19 +69,14 @@ class MockDex:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
+        ledger: Ledger,
         *,
         seed: str | None,
         latency: Latency,
         price_move: Decimal = Decimal("0.01"),
         failures: FailureRates | None = None,
-        batched: bool = False,
     ) -> None:
-        """`batched`: concurrent swaps share one ledger statement (group commit), as the stages run it."""
-        self._pool = pool
-        self._ledger: GroupCommit[LedgerEntry, SwapResult | None] | None = (
-            GroupCommit(pool, None, insert_swaps, name="ledger") if batched else None
-        )
+        self._ledger = ledger
         self._seed = seed
         self._latency = latency
         self._price_move = price_move
@@ -93,12 +87,11 @@ class MockDex:
     @classmethod
     def from_settings(cls, pool: asyncpg.Pool, settings: Settings) -> MockDex:
         return cls(
-            pool,
+            PostgresLedger(pool, batched=True),
             seed=settings.mock_seed,
             latency=Latency.from_settings(settings),
             price_move=Decimal(settings.mock_price_move_bps) / Decimal(10_000),
             failures=FailureRates.from_settings(settings),
-            batched=True,
         )
 
     def _rng(self, order_id: UUID, attempt: int, dex: Dex, purpose: str) -> random.Random:
@@ -215,7 +208,7 @@ class MockDex:
             if amount_out < min_amount_out:
                 raise SlippageExceeded(str(min_amount_out), str(amount_out))
         except DexError:
-            landed = await self.ledger_entry(key)  # an earlier submission of this order landed: its result
+            landed = await self._ledger.swap_of(key)  # an earlier submission of this order landed: its result
             if landed is not None:
                 return landed
             raise
@@ -223,35 +216,17 @@ class MockDex:
         entry = LedgerEntry(
             key, order_id, quote.dex, amount_in, amount_out, executed_price, tx_hash, valid_until, attempt
         )
-        inserted = await (self._ledger.submit(entry) if self._ledger else self._insert(entry))
+        inserted = await self._ledger.land(entry)
         # Not inserted: past valid_until, or another submission of this order landed first (its result).
-        settled = inserted or await self.ledger_entry(key)
+        settled = inserted or await self._ledger.swap_of(key)
         if settled is None:
             raise BlockhashExpired(f"{quote.dex} swap not included before {valid_until}")
         return settled
 
-    async def ledger_entry(self, key: str) -> SwapResult | None:
-        row = await self._pool.fetchrow(
-            "SELECT dex, tx_hash, executed_price, amount_out FROM mock_dex_swaps"
-            " WHERE idempotency_key = $1 AND kind = 'swap'",
-            key,
-        )
-        return _swap_result(row) if row is not None else None
-
     async def settle(self, order_id: UUID, attempt: int) -> SwapResult | None:
         """The swap of `order_id` if one landed (in this attempt or an earlier one), else None; after None,
         this attempt's swap can never land. Waits for a swap of the order still being written."""
-        key = swap_key(order_id)
-        async with self._pool.acquire() as conn:
-            marked = await conn.fetchval(SETTLE, key, order_id, attempt)
-            if marked:
-                return None
-            return await self.ledger_entry(key)
-
-    async def _insert(self, entry: LedgerEntry) -> SwapResult | None:
-        async with self._pool.acquire() as conn:
-            return (await insert_swaps(conn, [entry])).results[0]
+        return await self._ledger.settle(swap_key(order_id), order_id, attempt)
 
     async def close(self) -> None:
-        if self._ledger is not None:
-            await self._ledger.stop()
+        await self._ledger.close()

@@ -22,6 +22,7 @@ from shared.domain.events import Dex
 from shared.venue.mock import MockDex
 from shared.venue.model import AMOUNT_PLACES, Latency
 from tests.fixtures.stack import ROOT, Stack, running_stack
+from tests.fixtures.venue import InMemoryLedger
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
 
@@ -178,7 +179,9 @@ def fails_on_slippage(order_id: str, slippage: Decimal) -> tuple[bool, Dex]:
     """Whether the seeded venue refuses this order's swap, and the venue the router picks. Under MOCK_SEED
     the quotes and the swap's price are pure functions of (seed, orderId, attempt): what the router and the
     executor will do is known as soon as the page names the order."""
-    venue = MockDex(None, seed=SEED, latency=Latency(), price_move=Decimal(PRICE_MOVE_BPS) / 10_000)
+    venue = MockDex(
+        InMemoryLedger(), seed=SEED, latency=Latency(), price_move=Decimal(PRICE_MOVE_BPS) / 10_000
+    )
     oid = UUID(order_id)
     quotes = {
         dex: venue.quote_now(dex, order_id=oid, token_in="SOL", token_out="USDC", amount_in=AMOUNT_IN)

@@ -36,6 +36,7 @@ from tests.fixtures.execution import (
     wait_terminal,
 )
 from tests.fixtures.stack import Stack, create_stack, destroy_stack, free_port, wait_for
+from tests.fixtures.venue import InMemoryLedger
 from tests.integration.test_order_flow import place, watch
 
 pytestmark = pytest.mark.integration
@@ -60,9 +61,11 @@ async def seeded(infrastructure: object) -> AsyncIterator[Stack]:
 
 def venue() -> MockDex:
     """The same venue as the stack's, computed here: a pure function of (seed, order, attempt)."""
-    pool: Any = None
     return MockDex(
-        pool, seed=SEED, latency=Latency((0, 0), (0, 0)), price_move=Decimal(PRICE_MOVE_BPS) / 10_000
+        InMemoryLedger(),
+        seed=SEED,
+        latency=Latency((0, 0), (0, 0)),
+        price_move=Decimal(PRICE_MOVE_BPS) / 10_000,
     )
 
 
@@ -276,9 +279,11 @@ async def test_routing_uses_the_venue_that_answers_and_fails_when_none_does(infr
     stack = await create_stack(
         MOCK_SEED=SEED, MOCK_QUOTE_TRANSIENT_ERROR_RATE="0.5", MAX_RETRIES="1", RATE_LIMIT="0"
     )
-    no_ledger: Any = None  # quotes never touch it
     flaky_venue = MockDex(
-        no_ledger, seed=SEED, latency=Latency((0, 0), (0, 0)), failures=FailureRates(quote_transient=0.5)
+        InMemoryLedger(),
+        seed=SEED,
+        latency=Latency((0, 0), (0, 0)),
+        failures=FailureRates(quote_transient=0.5),
     )
     try:
         ids = await place_many(stack, 12)

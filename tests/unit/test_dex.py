@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import contextlib
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -11,14 +10,14 @@ from shared.domain.errors import DexError, InsufficientLiquidity, SlippageExceed
 from shared.domain.events import Dex, Quote
 from shared.venue.mock import MockDex
 from shared.venue.model import VENUES, FailureRates, Latency, b58encode, base_price, price_impact, usd_price
+from tests.fixtures.venue import InMemoryLedger
 
 INSTANT = Latency(quote=(0, 0), execution=(0, 0))
 ORDER = uuid.UUID("0b7a3b43-5f6e-4d0a-9f1c-7c1d2b3a4e5f")
 
 
 def dex(seed: str | None) -> MockDex:
-    pool: Any = None  # quotes never touch the venue's ledger
-    return MockDex(pool, seed=seed, latency=INSTANT)
+    return MockDex(InMemoryLedger(), seed=seed, latency=INSTANT)
 
 
 async def quote(venue: MockDex, which: Dex, order_id: uuid.UUID = ORDER, amount: str = "2") -> Any:
@@ -116,16 +115,14 @@ async def test_each_attempt_draws_afresh_but_purely() -> None:
 async def test_injected_quote_failures_say_whether_a_retry_can_help(
     rates: FailureRates, retriable: bool
 ) -> None:
-    pool: Any = None
-    venue = MockDex(pool, seed="s", latency=INSTANT, failures=rates)
+    venue = MockDex(InMemoryLedger(), seed="s", latency=INSTANT, failures=rates)
     with pytest.raises(DexError) as failed:
         await quote(venue, Dex.RAYDIUM)
     assert failed.value.retriable is retriable
 
 
 async def test_injected_failures_are_off_by_default_and_follow_their_rate() -> None:
-    pool: Any = None
-    venue = MockDex(pool, seed=None, latency=INSTANT, failures=FailureRates(quote_transient=0.5))
+    venue = MockDex(InMemoryLedger(), seed=None, latency=INSTANT, failures=FailureRates(quote_transient=0.5))
     outcomes = []
     for _ in range(200):
         try:
@@ -139,54 +136,22 @@ async def test_injected_failures_are_off_by_default_and_follow_their_rate() -> N
     assert len({q.price for q in quotes}) > 150
 
 
-class FakeLedger:
-    """The venue's ledger table, in memory: what MockDex asks of its pool (a SELECT by key, and its batched
-    INSERT ... ON CONFLICT DO NOTHING RETURNING, given as column arrays)."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, dict[str, Any]] = {}
-
-    def acquire(self) -> contextlib.AbstractAsyncContextManager[FakeLedger]:
-        return contextlib.nullcontext(self)
-
-    async def fetchrow(self, sql: str, key: str) -> dict[str, Any] | None:
-        return self.rows.get(key)
-
-    async def fetch(self, sql: str, *columns: list[Any]) -> list[dict[str, Any]]:
-        landed = []
-        for key, _order, dex_, _amount_in, amount_out, price, tx_hash, valid_until, _attempt in zip(
-            *columns, strict=True
-        ):
-            if key in self.rows or valid_until is not None:  # the fake does not model the window
-                continue
-            self.rows[key] = {
-                "dex": dex_,
-                "tx_hash": tx_hash,
-                "executed_price": price,
-                "amount_out": amount_out,
-            }
-            landed.append({"idempotency_key": key, **self.rows[key]})
-        return landed
-
-
 async def test_a_swap_is_signed_like_solana_and_happens_once_per_order() -> None:
-    ledger = FakeLedger()
-    pool: Any = ledger
-    venue = MockDex(pool, seed="s", latency=INSTANT)
+    ledger = InMemoryLedger()
+    venue = MockDex(ledger, seed="s", latency=INSTANT)
     q: Quote = await quote(venue, Dex.RAYDIUM)
     first = await venue.execute(q, order_id=ORDER, amount_in=Decimal(2), min_amount_out=Decimal(0))
     again = await venue.execute(q, order_id=ORDER, amount_in=Decimal(2), min_amount_out=Decimal(0), attempt=2)
-    assert first == again and len(ledger.rows) == 1
+    assert first == again and len(ledger.swaps) == 1
     assert 87 <= len(first.tx_hash) <= 88 and set(first.tx_hash) <= set(
         "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
     )
 
 
 async def test_a_swap_below_the_minimum_output_is_refused_and_leaves_no_trace() -> None:
-    ledger = FakeLedger()
-    pool: Any = ledger
-    venue = MockDex(pool, seed="s", latency=INSTANT)
+    ledger = InMemoryLedger()
+    venue = MockDex(ledger, seed="s", latency=INSTANT)
     q: Quote = await quote(venue, Dex.RAYDIUM)
     with pytest.raises(SlippageExceeded) as refused:
         await venue.execute(q, order_id=ORDER, amount_in=Decimal(2), min_amount_out=q.amount_out * 2)
-    assert not refused.value.retriable and not ledger.rows
+    assert not refused.value.retriable and not ledger.swaps
