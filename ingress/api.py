@@ -24,7 +24,7 @@ from shared.messaging.kafka import new_producer
 from shared.runtime.clock import following_postgres
 from shared.runtime.config import Settings, get_settings
 from shared.runtime.health import check_postgres, check_redis
-from shared.store.db import create_pool, migrate
+from shared.store.db import create_pool, require_migrated
 from shared.web.app import NO_OPENTELEMETRY, DirectRoute, install_metrics
 from shared.web.edge import CorsPolicy, HttpEdgeMiddleware, client_address
 from shared.web.envelope import decode_json_body, error_responses, install_error_handlers, json_response
@@ -90,9 +90,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as resources:  # whatever started is closed, even if a later start fails
-            await migrate(settings.database_url)
             pool = await create_pool(settings.database_url, max_size=20)
             resources.push_async_callback(pool.close)
+            await require_migrated(pool)
             await resources.enter_async_context(following_postgres(pool))
             # A bounded pool that makes a request wait (up to DEPENDENCY_TIMEOUT_MS) for a free connection:
             # redis-py's default pool refuses past 100 connections, which a burst of POSTs reaches.

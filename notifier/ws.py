@@ -44,7 +44,7 @@ from shared.runtime.config import Settings, get_settings
 from shared.runtime.health import check_postgres
 from shared.runtime.logging import get_logger
 from shared.runtime.metrics import WS_CONNECTIONS, WS_DELIVERY_SECONDS, WS_EVENTS_DELIVERED
-from shared.store.db import create_pool
+from shared.store.db import create_pool, require_migrated
 from shared.web.app import install_metrics
 from shared.web.edge import CorrelationMiddleware, client_address
 from shared.web.envelope import error_body, error_response, install_error_handlers, json_response
@@ -267,6 +267,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.pool = await create_pool(settings.database_url, max_size=20)
+        await require_migrated(app.state.pool)
         app.state.hub = Hub(settings)
         app.state.limits = ConnectionLimits(
             per_order_ip=settings.ws_max_per_order_ip, per_process=settings.ws_max_connections

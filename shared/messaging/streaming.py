@@ -49,7 +49,7 @@ from shared.runtime.config import Settings
 from shared.runtime.logging import configure_logging, get_logger
 from shared.runtime.metrics import CONSUMER_LAG
 from shared.runtime.tasks import TaskPool
-from shared.store.db import UNREACHABLE, create_pool
+from shared.store.db import UNREACHABLE, create_pool, require_migrated
 from shared.store.steps import OrderSteps, order_steps
 from shared.venue.mock import MockDex
 from shared.venue.protocol import Venue
@@ -206,6 +206,7 @@ class StageApp(faust.App, Generic[ServiceT]):
         # Ten connections serve thousands of jobs: a job holds one only for a statement, never while it
         # waits on a venue (and Postgres's connection slots are shared by every process).
         self._stage_pool = await create_pool(settings.database_url)
+        await require_migrated(self._stage_pool)
         await self._stage_resources.enter_async_context(following_postgres(self._stage_pool))
         self._stage_producer = new_producer(settings)
         await self._stage_producer.start()

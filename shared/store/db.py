@@ -11,6 +11,7 @@ import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from importlib.resources import files
+from importlib.resources.abc import Traversable
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -167,6 +168,28 @@ async def exclusive(pool: asyncpg.Pool, key: int) -> AsyncIterator[asyncpg.Conne
                 raise
 
 
+def _migration_files() -> list[Traversable]:
+    return sorted(
+        (f for f in files("shared.store.migrations").iterdir() if f.name.endswith(".sql")),
+        key=lambda f: f.name,
+    )
+
+
+async def require_migrated(db: asyncpg.Pool | asyncpg.Connection) -> None:
+    """Refuse to serve a database that lacks a migration of this code: one step applies them
+    (`python -m shared.runtime.cli migrate`, run by `make run`, the compose file's setup and the test
+    stacks), not whichever service starts first."""
+    try:
+        done = {r["name"] for r in await db.fetch("SELECT name FROM schema_migrations")}
+    except asyncpg.UndefinedTableError:
+        done = set()
+    missing = [f.name for f in _migration_files() if f.name not in done]
+    if missing:
+        raise RuntimeError(
+            f"the database lacks migrations {missing}: run `python -m shared.runtime.cli migrate` first"
+        )
+
+
 async def migrate(dsn: str) -> list[str]:
     """Apply the SQL files in shared/store/migrations that this database has not seen, in name order."""
     conn = await connect(dsn, jsonb=False)
@@ -177,12 +200,8 @@ async def migrate(dsn: str) -> list[str]:
             " name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
         done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
-        scripts = sorted(
-            (f for f in files("shared.store.migrations").iterdir() if f.name.endswith(".sql")),
-            key=lambda f: f.name,
-        )
         applied = []
-        for script in scripts:
+        for script in _migration_files():
             if script.name in done:
                 continue
             async with conn.transaction():

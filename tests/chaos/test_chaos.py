@@ -109,7 +109,7 @@ def commit_stall(link: CuttableLink, stalled: tuple[str, ...], stall_s: float) -
             stack.processes[name].stop()
             stack.processes[name].env["DATABASE_URL"] = proxied
             stack.processes[name].start()
-        await stack.wait_ready([name for name in stack.processes if name != "proxy"])
+        await stack.wait_ready()
 
     async def inject(_: Stack) -> None:
         link.stall()

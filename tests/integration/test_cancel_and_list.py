@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from shared.messaging.topics import ORDER_STATUS
 from tests.fixtures.execution import read_topic
-from tests.fixtures.orders import client_ip, fetch, order_body, wait_terminal
+from tests.fixtures.orders import client_ip, fetch, order_body, wait_status
 from tests.fixtures.stack import Stack, log_events, running_stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -114,7 +114,7 @@ async def test_cancel_refuses_a_submitted_order_an_unknown_one_and_another_clien
     ip = client_ip()
     async with httpx.AsyncClient(base_url=slow_quotes.base_url, timeout=10) as client:
         order_id = await place(client, ip)
-        assert await wait_terminal(slow_quotes, order_id) == "confirmed"
+        assert await wait_status(slow_quotes, order_id) == "confirmed"
         late = await cancel(client, ip, order_id)
         assert late.status_code == 409 and late.json()["error"] == "too_late_to_cancel", late.text
 
@@ -150,7 +150,7 @@ async def test_cancel_raced_against_execution_never_lets_a_cancelled_order_swap(
     assert counts[200] >= 10 and counts[409] >= 10, f"the race was not run from both sides: {counts}"
 
     for order_id in answers:
-        await wait_terminal(slow_quotes, order_id)
+        await wait_status(slow_quotes, order_id)
     rows = {
         str(r["id"]): r["status"]
         for r in await fetch(

@@ -1,17 +1,19 @@
 """The pool's connections to the local Postgres are plain by default and TLS when DATABASE_URL asks for it
 (Debian's Postgres has ssl=on, so asyncpg's default `prefer` would encrypt them); what a release keeps and
-what it does not; the advisory lock a pool user may hold (`exclusive`)."""
+what it does not; the advisory lock a pool user may hold (`exclusive`); services refuse an unmigrated
+database."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from shared.runtime.config import Settings
-from shared.store.db import connect, connect_options, create_pool, exclusive
-from tests.fixtures.stack import wait_for
+from shared.store.db import connect, connect_options, create_pool, exclusive, migrate, require_migrated
+from tests.fixtures.stack import create_database, drop_database, wait_for
 from tests.fixtures.throwaway import CuttableLink
 
 pytestmark = pytest.mark.integration
@@ -169,3 +171,24 @@ async def test_exclusive_lets_go_of_a_lock_granted_after_its_caller_stopped_wait
         link.resume()
         await pool.close()
         await link.cut()
+
+
+async def test_a_service_refuses_a_database_its_migrations_have_not_reached(infrastructure: Settings) -> None:
+    """Migrations are one step of their own (`python -m shared.runtime.cli migrate`); a service started on a
+    database without them stops at once, naming the step, instead of failing on its first statement."""
+    name = f"order_engine_test_{uuid.uuid4().hex[:10]}"
+    url = await create_database(name)
+    try:
+        conn = await connect(url)
+        try:
+            with pytest.raises(RuntimeError, match=r"lacks migrations \['001_orders.sql'"):
+                await require_migrated(conn)
+            await migrate(url)
+            await require_migrated(conn)
+            await conn.execute("DELETE FROM schema_migrations WHERE name = '011_orders_by_client.sql'")
+            with pytest.raises(RuntimeError, match=r"lacks migrations \['011_orders_by_client.sql'\]"):
+                await require_migrated(conn)
+        finally:
+            await conn.close()
+    finally:
+        await drop_database(name)

@@ -21,7 +21,7 @@ from tests.fixtures.orders import (
     order_body,
     order_status,
     topic_messages,
-    wait_terminal,
+    wait_status,
 )
 from tests.fixtures.stack import Stack, create_stack, destroy_stack, wait_for
 from tests.fixtures.throwaway import CuttableLink, ThrowawayKafka, ThrowawayRedis
@@ -94,7 +94,7 @@ async def test_redis_down_still_takes_orders_and_keeps_their_keys(faults: Faults
     finally:
         await faults.redis.start()
     for order_id in (keyed.json()["orderId"], admitted.json()["orderId"]):
-        assert await wait_terminal(stack, order_id) in TERMINAL
+        assert await wait_status(stack, order_id) in TERMINAL
 
 
 async def test_kafka_down_is_503_and_no_accepted_order_stays_pending(faults: Faults) -> None:
@@ -199,7 +199,7 @@ async def test_postgres_unreachable_is_503_in_bounded_time(faults: Faults) -> No
         stack.processes["ingress"].stop()
         stack.start_service("ingress")
         await stack.wait_ready(["ingress"])
-    assert await wait_terminal(stack, accepted.json()["orderId"]) in TERMINAL
+    assert await wait_status(stack, accepted.json()["orderId"]) in TERMINAL
 
 
 async def test_an_order_committed_by_an_ingress_killed_before_publishing_still_completes(
@@ -229,7 +229,7 @@ async def test_an_order_committed_by_an_ingress_killed_before_publishing_still_c
     assert [r["status"] for r in rows] == ["pending"]
     stack.start_service("ingress")
     await stack.wait_ready(["ingress"])
-    assert await wait_terminal(stack, str(order_id)) in TERMINAL
+    assert await wait_status(stack, str(order_id)) in TERMINAL
     assert len(await topic_messages(stack.settings, ORDERS, key=str(order_id))) == 1, "not a re-drive"
     rows = await fetch(stack.settings, "SELECT count(*) AS n FROM outbox WHERE key = $1", str(order_id))
     assert rows[0]["n"] == 0

@@ -17,7 +17,7 @@ from ingress.schemas import PlaceOrder
 from ingress.service import key_claim, new_order
 from shared.messaging.topics import ORDER_STATUS, ORDERS
 from shared.store.db import connect
-from tests.fixtures.orders import client_ip, fetch, order_body, topic_messages, wait_terminal
+from tests.fixtures.orders import client_ip, fetch, order_body, topic_messages, wait_status
 from tests.fixtures.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ async def test_a_repeat_gets_the_first_answer_and_creates_nothing(stack: Stack) 
         first = await post(client, order_body(clientOrderId=ref), key, ip)
         assert first.status_code == 202 and "idempotent-replayed" not in first.headers
         order_id = first.json()["orderId"]
-        await wait_terminal(stack, order_id)
+        await wait_status(stack, order_id)
         # The same order written differently ("1.50" for "1.5", basis points for the fraction) is the same.
         same = order_body(clientOrderId=ref, amountIn="1.50", slippage=None, slippageBps=100)
         again = await post(client, same, key, ip)
@@ -108,7 +108,7 @@ async def test_fifty_concurrent_requests_with_one_key_make_one_order_and_one_mes
     assert all(r.json()["orderId"] == order_id for r in replayed)
 
     assert await orders_with_ref(stack, ref) == [order_id]
-    await wait_terminal(stack, order_id)
+    await wait_status(stack, order_id)
     assert len(await topic_messages(stack.settings, ORDERS, key=order_id)) == 1
     pending = [
         m for m in await topic_messages(stack.settings, ORDER_STATUS, key=order_id) if b'"seq":1,' in m.value

@@ -12,7 +12,7 @@ import pytest
 
 from shared.messaging.kafka import CORRELATION_HEADER
 from shared.messaging.topics import ORDER_STATUS, ORDERS
-from tests.fixtures.orders import client_ip, fetch, order_body, topic_messages, wait_terminal
+from tests.fixtures.orders import client_ip, fetch, order_body, topic_messages, wait_status
 from tests.fixtures.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -44,7 +44,7 @@ async def test_an_order_with_client_order_id_and_slippage_bps_is_stored_and_retu
     assert response.status_code == 202, response.text
     accepted = response.json()
     assert accepted["status"] == "pending" and accepted["clientOrderId"] == ref
-    assert await wait_terminal(stack, accepted["orderId"]) in ("confirmed", "failed")
+    assert await wait_status(stack, accepted["orderId"]) in ("confirmed", "failed")
     async with httpx.AsyncClient(base_url=stack.base_url) as client:
         view = (await client.get(f"/api/orders/{accepted['orderId']}")).json()
     assert view["clientOrderId"] == ref and view["tokenOut"] == MINT
@@ -173,7 +173,7 @@ async def test_the_request_id_travels_to_kafka_and_to_every_stage_log(stack: Sta
     )
     assert response.status_code == 202 and response.headers["x-request-id"] == request_id
     order_id = response.json()["orderId"]
-    await wait_terminal(stack, order_id)
+    await wait_status(stack, order_id)
 
     for spec in (ORDERS, ORDER_STATUS):
         messages = await topic_messages(stack.settings, spec, key=order_id)

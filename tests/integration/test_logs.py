@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.fixtures.orders import order_body, wait_terminal
+from tests.fixtures.orders import order_body, wait_status
 from tests.fixtures.stack import Stack, wait_for
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ async def test_every_stage_logs_the_order_with_its_correlation_and_job(stack: St
         )
     assert response.status_code == 202
     order_id = response.json()["orderId"]
-    await wait_terminal(stack, order_id)
+    await wait_status(stack, order_id)
 
     def steps_logged() -> bool:
         logged = lines_about(stack, "router", correlation_id) + lines_about(stack, "executor", correlation_id)

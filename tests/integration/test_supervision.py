@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from shared.runtime.cli import ROOT, render_supervisor_config
-from tests.fixtures.orders import client_ip, order_body, wait_terminal
+from tests.fixtures.orders import client_ip, order_body, wait_status
 from tests.fixtures.stack import Stack, create_stack, destroy_stack, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -94,7 +94,7 @@ async def test_a_killed_service_is_restarted_and_orders_still_finish(
 ) -> None:
     stack = supervised.stack
     await ready(stack)
-    assert await wait_terminal(stack, await place(stack)) == "confirmed"
+    assert await wait_status(stack, await place(stack)) == "confirmed"
     before = {name: supervised.pid(name) for name in SERVICES}
     assert all(before.values()), before
 
@@ -109,6 +109,6 @@ async def test_a_killed_service_is_restarted_and_orders_still_finish(
     assert {name: supervised.pid(name) for name in SERVICES if name != victim} == {
         name: pid for name, pid in before.items() if name != victim
     }
-    assert await wait_terminal(stack, await place(stack), timeout=90) == "confirmed"
+    assert await wait_status(stack, await place(stack), timeout=90) == "confirmed"
     log = (supervised.config.parent / "logs" / "supervisord.log").read_text()
     assert f"exited: {victim} (terminated by SIGKILL; not expected)" in log, log[-2000:]
