@@ -43,7 +43,7 @@ from shared.runtime.config import Settings
 from shared.runtime.logging import get_logger
 from shared.runtime.metrics import ADMISSION_EXPECTED_WAIT, STAGE_BACKLOG
 from shared.runtime.tasks import cancel_and_wait
-from shared.store.db import UNREACHABLE
+from shared.store.db import FAILED
 from shared.store.orders import OPEN_ORDER_SQL
 
 logger = get_logger(__name__)
@@ -141,7 +141,7 @@ class Admission:
 
     async def start(self) -> None:
         """Take a first sample (so the first request has one), then keep sampling in the background."""
-        with contextlib.suppress(*UNREACHABLE, asyncpg.PostgresError):
+        with contextlib.suppress(*FAILED):
             await self.sample_once()
         self._task = asyncio.create_task(self._run(), name="admission-sampler")
 
@@ -233,6 +233,6 @@ class Admission:
             await asyncio.sleep(self._interval_s)
             try:
                 await asyncio.wait_for(self.sample_once(), self._timeout_s)
-            except (*UNREACHABLE, asyncpg.PostgresError) as exc:
+            except FAILED as exc:
                 self._error = type(exc).__name__
                 logger.warning("admission.sample_failed", error=repr(exc))

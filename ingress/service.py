@@ -40,7 +40,7 @@ from shared.runtime.config import Settings
 from shared.runtime.logging import get_logger
 from shared.runtime.metrics import ORDERS_ACCEPTED
 from shared.store.batching import GroupCommit
-from shared.store.db import UNREACHABLE
+from shared.store.db import FAILED, answering_unavailable
 from shared.store.orders import load_order
 from shared.store.steps import OrderSteps, steps_through
 
@@ -103,7 +103,7 @@ async def _prune_keys_forever(pool: asyncpg.Pool, key_ttl_s: int) -> None:
         await asyncio.sleep(KEY_PRUNE_INTERVAL_S)
         try:
             await repository.prune_keys(pool, key_ttl_s=key_ttl_s)
-        except (*UNREACHABLE, asyncpg.PostgresError) as exc:
+        except FAILED as exc:
             logger.warning("idempotency.prune_failed", error=repr(exc))
 
 
@@ -135,10 +135,8 @@ async def place_order(
         key = None if idempotency_key is None else key_claim(client, idempotency_key, request)
         order = new_order(request, correlation_id, key, client=client, max_attempts=intake.max_attempts)
         order_id = order.placed.order_id
-        try:
+        with answering_unavailable():
             placement = await intake.writer.submit(order)
-        except UNREACHABLE as exc:
-            raise ServiceUnavailable("the order store is unreachable") from exc
         if not placement.placed:
             assert key is not None, "only an order with a key can be turned away"
             return _replay(placement.holder, key)
@@ -196,10 +194,8 @@ def _replay(holder: KeyHolder | None, mine: KeyClaim) -> PlaceOutcome:
 
 
 async def get_order(pool: asyncpg.Pool, order_id: UUID) -> OrderRecord:
-    try:
+    with answering_unavailable():
         order = await load_order(pool, order_id)
-    except UNREACHABLE as exc:
-        raise ServiceUnavailable("the order store is unreachable") from exc
     if order is None:
         raise NotFound(f"order {order_id}")
     return order
@@ -210,7 +206,7 @@ async def cancel_order(intake: Intake, order_id: UUID, *, client: str) -> OrderR
     conditional UPDATE on (id, seq) that every stage takes, so of a cancel and the executor's step to
     `submitted`, exactly one commits, and the swap starts only after the latter. Cancelling a cancelled
     order answers it again."""
-    try:
+    with answering_unavailable():
         for _ in range(CANCEL_ROUNDS):
             order = await repository.own_order(intake.pool, order_id, client)
             if order is None:
@@ -224,8 +220,6 @@ async def cancel_order(intake: Intake, order_id: UUID, *, client: str) -> OrderR
                 cancelled = await load_order(intake.pool, order_id)
                 assert cancelled is not None, "an order is never deleted"
                 return cancelled
-    except UNREACHABLE as exc:
-        raise ServiceUnavailable("the order store is unreachable") from exc
     raise ServiceUnavailable("the order kept moving while being cancelled; try again")
 
 
@@ -247,7 +241,7 @@ async def list_orders(
     """`client`'s orders, newest first, `limit` (at most LIST_LIMIT_MAX) at a time; the cursor of a page
     leads to the next one."""
     limit = min(limit, LIST_LIMIT_MAX)
-    try:
+    with answering_unavailable():
         orders = await repository.list_orders(
             pool,
             client,
@@ -256,8 +250,6 @@ async def list_orders(
             after=None if cursor is None else decode_cursor(cursor),
             limit=limit + 1,
         )
-    except UNREACHABLE as exc:
-        raise ServiceUnavailable("the order store is unreachable") from exc
     more = len(orders) > limit
     orders = orders[:limit]
     last = orders[-1] if more else None

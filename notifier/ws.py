@@ -26,7 +26,6 @@ from contextlib import asynccontextmanager, suppress
 from typing import Any
 from uuid import UUID
 
-import asyncpg
 import orjson
 from fastapi import FastAPI, Request, WebSocket
 from redis.asyncio import Redis
@@ -44,7 +43,7 @@ from shared.runtime.config import Settings, get_settings
 from shared.runtime.health import check_postgres
 from shared.runtime.logging import get_logger
 from shared.runtime.metrics import WS_CONNECTIONS, WS_DELIVERY_SECONDS, WS_EVENTS_DELIVERED
-from shared.store.db import create_pool, require_migrated
+from shared.store.db import FAILED, create_pool, require_migrated
 from shared.web.app import install_metrics
 from shared.web.edge import CorrelationMiddleware, client_address
 from shared.web.envelope import error_body, error_response, install_error_handlers, json_response
@@ -58,7 +57,6 @@ CLOSE_INVALID = 4400
 CLOSE_NOT_FOUND = 4404
 CLOSE_HEARTBEAT = 4408
 HOLD_TIMEOUT_S = 30.0
-DEPENDENCY_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 class TooSlow(Exception):
@@ -335,7 +333,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await stream.run(last_seq)
             except WebSocketDisconnect:
                 pass
-            except DEPENDENCY_ERRORS as exc:  # Postgres refused or timed out: the client should come back
+            except FAILED as exc:  # Postgres refused or timed out: the client should come back
                 logger.warning(
                     "ws.dependency_failed", orderId=str(order_id), error=f"{type(exc).__name__}: {exc}"
                 )

@@ -30,10 +30,22 @@ class NotFound(EngineError):
         super().__init__(f"{what} not found")
 
 
+class MethodNotAllowed(EngineError):
+    code = "method_not_allowed"
+    http_status = 405
+
+
 class ServiceUnavailable(EngineError):
     code = "service_unavailable"
     http_status = 503
     retriable = True
+
+
+class StoreUnreachable(ServiceUnavailable):
+    """Postgres did not answer (down, unreachable, out of connections): the request may be retried."""
+
+    def __init__(self) -> None:
+        super().__init__("the order store is unreachable")
 
 
 class InvalidTransition(EngineError):
@@ -176,3 +188,16 @@ class QueueFull(RetryLater):
 
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message, retry_after=retry_after)
+
+
+def status_codes() -> dict[int, str]:
+    """The API's error code for each HTTP status, from the classes above: the first class declared with a
+    status names it (409 is idempotency_conflict, 429 rate_limited). What a refusal that Starlette raises
+    itself (404 for no route, 405) is called in the envelope."""
+    codes: dict[int, str] = {EngineError.http_status: EngineError.code}
+    pending = list(EngineError.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        codes.setdefault(cls.http_status, cls.code)
+        pending.extend(cls.__subclasses__())
+    return codes

@@ -39,7 +39,7 @@ from shared.runtime.config import Settings
 from shared.runtime.logging import get_logger
 from shared.runtime.metrics import OUTBOX_PARKED
 from shared.runtime.tasks import cancel_and_wait
-from shared.store.db import UNREACHABLE, exclusive
+from shared.store.db import FAILED, UNREACHABLE, exclusive
 
 logger = get_logger(__name__)
 
@@ -157,17 +157,14 @@ class Outbox:
             carried, acked_commands = acked_commands, []
             try:
                 acked_commands = await self._publish(batch, self._pool, carried=carried, defer_commands=True)
-            except (KafkaError, TimeoutError, asyncpg.PostgresError, *UNREACHABLE) as exc:
+            except (KafkaError, TimeoutError, *FAILED) as exc:
                 # The rows stay in the table: the relay (or the next write of the same orders) sends them.
                 logger.warning("outbox.send_failed", rows=len(batch), error=repr(exc))
 
     async def _delete_quietly(self, ids: list[int]) -> None:
         try:
             await self._pool.execute(DELETE_ROWS, ids)
-        except (
-            asyncpg.PostgresError,
-            *UNREACHABLE,
-        ) as exc:  # the relay sends them again; readers drop repeats
+        except FAILED as exc:  # the relay sends them again; readers drop repeats
             logger.warning("outbox.delete_failed", rows=len(ids), error=repr(exc))
 
     async def _publish(

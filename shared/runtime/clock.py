@@ -22,7 +22,7 @@ import asyncpg
 from shared.runtime.logging import get_logger
 from shared.runtime.metrics import CLOCK_OFFSET, CLOCK_SYNCS
 from shared.runtime.tasks import cancel_and_wait
-from shared.store.db import UNREACHABLE
+from shared.store.db import FAILED
 
 logger = get_logger(__name__)
 
@@ -70,10 +70,10 @@ async def following_postgres(pool: asyncpg.Pool) -> AsyncIterator[None]:
             await asyncio.sleep(CLOCK_SYNC_INTERVAL_S)
             try:
                 await sync(pool)
-            except (asyncpg.PostgresError, *UNREACHABLE) as exc:
+            except FAILED as exc:
                 logger.warning("clock.sync_failed", error=repr(exc))
 
-    with contextlib.suppress(asyncpg.PostgresError, *UNREACHABLE):
+    with contextlib.suppress(*FAILED):
         offset = await sync(pool)
         logger.info("clock.synced", offsetMs=round(offset.total_seconds() * 1000, 3))
     task = asyncio.create_task(keep_in_sync(), name="clock-sync")

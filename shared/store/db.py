@@ -8,8 +8,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import Any, Literal
@@ -17,6 +17,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import asyncpg
 import orjson
+
+from shared.domain.errors import StoreUnreachable
 
 logger = logging.getLogger(__name__)
 
@@ -226,3 +228,17 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
 )
+
+# A statement that did not succeed, whatever the reason (unreachable, or refused by the server): what a
+# best-effort background task (heartbeat, pruning, a probe) logs and tries again later.
+FAILED: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *UNREACHABLE)
+
+
+@contextmanager
+def answering_unavailable() -> Iterator[None]:
+    """Around a request's use of Postgres: "cannot reach it" becomes StoreUnreachable (503, the client may
+    retry); anything else is a bug and stays what it is."""
+    try:
+        yield
+    except UNREACHABLE as exc:
+        raise StoreUnreachable() from exc

@@ -18,6 +18,7 @@ from shared.domain.errors import (
     InvalidBody,
     RetryLater,
     UnsupportedMediaType,
+    status_codes,
 )
 from shared.runtime.logging import get_logger
 
@@ -25,18 +26,7 @@ logger = get_logger(__name__)
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-_STATUS_CODES = {
-    400: "invalid_body",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "idempotency_conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-    431: "headers_too_large",
-    500: "internal_error",
-    503: "service_unavailable",
-}
+_STATUS_CODES = status_codes()  # for the refusals Starlette raises itself (no route, 405)
 
 
 class ErrorBody(BaseModel):
