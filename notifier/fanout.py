@@ -37,12 +37,8 @@ class Subscription:
         self.order_id = order_id
         self.queue: asyncio.Queue[StatusEvent] = asyncio.Queue(maxsize)
         self.overflowed = asyncio.Event()
-        self.newest_seq = 0  # the highest seq offered, and an event per offer (for the test-only hold)
-        self.offered = asyncio.Event()
 
     def offer(self, event: StatusEvent) -> None:
-        self.newest_seq = max(self.newest_seq, event.seq)
-        self.offered.set()
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:

@@ -56,7 +56,6 @@ CLOSE_TOO_SLOW = 1013
 CLOSE_INVALID = 4400
 CLOSE_NOT_FOUND = 4404
 CLOSE_HEARTBEAT = 4408
-HOLD_TIMEOUT_S = 30.0
 
 
 class TooSlow(Exception):
@@ -83,7 +82,6 @@ class OrderStream:
         self.loop = asyncio.get_running_loop()
         self.last_seq = 0
         self.last_heard = self.loop.time()  # loop time of the client's last message
-        self.hold_floor: int | None = None
 
     @property
     def open(self) -> bool:
@@ -100,9 +98,6 @@ class OrderStream:
             raise TooSlow from None
 
     async def run(self, last_seq: int | None) -> None:
-        if self.hold_floor is not None:
-            with suppress(TimeoutError):
-                await asyncio.wait_for(self._hold(self.hold_floor), HOLD_TIMEOUT_S)
         outcome: tuple[int, str, str] | None
         try:
             if not await self.send_snapshot(last_seq):
@@ -114,19 +109,6 @@ class OrderStream:
         if outcome is not None:
             code, error, message = outcome
             await self.shut(code, error, message)
-
-    async def prepare_hold(self) -> None:
-        """Test hook (ENV=test, WS_TEST_HOLD_SNAPSHOT), before the handshake completes: note the seq Postgres
-        has now, so that `run` can hold the subscribe → snapshot window open until a newer event has landed
-        in it (an older one, still in flight from before, does not count)."""
-        if self.settings.ws_test_hold_snapshot and self.settings.env == "test":
-            found = await repository.snapshot(self.pool, self.subscription.order_id)
-            self.hold_floor = found[1] if found else 0
-
-    async def _hold(self, floor: int) -> None:
-        while self.subscription.newest_seq <= floor:
-            self.subscription.offered.clear()
-            await self.subscription.offered.wait()
 
     async def send_snapshot(self, last_seq: int | None) -> bool:
         """Sends the snapshot; False when the stream is over (unknown order, or already terminal)."""
@@ -327,7 +309,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             subscription = hub.subscribe(order_id)  # before the snapshot: see notifier.fanout
             try:
                 stream = OrderStream(ws, subscription, settings)
-                await stream.prepare_hold()
                 await ws.accept()
                 with WS_CONNECTIONS.track_inprogress():
                     await stream.run(last_seq)

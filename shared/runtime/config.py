@@ -77,10 +77,6 @@ class Settings(BaseSettings):
         65536, ge=1024, description="Unsent bytes per WebSocket socket before sends wait (then time out)."
     )
     ws_send_timeout_ms: int = Field(5000, ge=1, description="A send blocked this long cuts a slow client.")
-    ws_test_hold_snapshot: bool = Field(
-        False,
-        description="Test only (ENV=test): after subscribing, wait for a live event before the snapshot.",
-    )
 
     # Orders.
     order_deadline_ms: int = Field(30000, ge=1)

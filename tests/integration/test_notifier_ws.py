@@ -3,7 +3,7 @@
 Most tests drive a test-owned order exactly the way the stages do (`shared.store.steps.OrderSteps`: the
 conditional UPDATE with its outbox row, then the event on the run's `order.status`), so that
 "mid-stream" is a fact of the test, not a timing accident. Extra notifier processes run next to the stack's
-own one with their own settings (fast heartbeat, small queues, the test-only snapshot hold).
+own one with their own settings (fast heartbeat, small queues, a stalled link to Postgres).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from websockets.exceptions import ConnectionClosed
 
 from shared.domain.status import OrderStatus
 from tests.fixtures.driver import Driver
-from tests.fixtures.notifier import LIFECYCLE, Notifiers, read_to_close, recv, seqs
+from tests.fixtures.notifier import LIFECYCLE, Notifier, Notifiers, read_to_close, recv, seqs
 from tests.fixtures.notifier import driver_fixture as driver_fixture  # the `driver` fixture
 from tests.fixtures.notifier import notifiers_fixture as notifiers_fixture  # the `notifiers` fixture
-from tests.fixtures.stack import Stack
+from tests.fixtures.stack import Stack, free_port
+from tests.fixtures.throwaway import CuttableLink
 
 pytestmark = pytest.mark.integration
 
@@ -40,23 +41,43 @@ async def test_a_malformed_request_gets_invalid_body_then_4400(
 
 
 async def test_an_event_landing_between_subscribe_and_snapshot_is_sent_once(
-    driver: Driver, notifiers: Notifiers
+    stack: Stack, driver: Driver
 ) -> None:
-    """Given a notifier that holds each connection after subscribing until an event has landed, when the
-    order advances in that window, the snapshot already has the event (stages commit before publishing)
-    and the queued copy must be dropped; the later events follow without a gap."""
-    order_id = await driver.create()
-    async with connect(f"{notifiers.hold.ws_url}?orderId={order_id}", open_timeout=10) as ws:
-        # The handshake completed, so the subscription exists; the snapshot is not read yet.
-        await driver.advance(order_id, OrderStatus.ROUTING)
-        snapshot = await recv(ws)
-        assert (snapshot["type"], snapshot["seq"], seqs(snapshot["logs"])) == ("snapshot", 2, [1, 2])
-        for status in LIFECYCLE[1:]:
-            await driver.advance(order_id, status)
-        live = await read_to_close(ws)
-    assert [m["type"] for m in live] == ["status"] * 3
-    assert seqs(live) == [3, 4, 5], "seq 2 was queued and in the snapshot: sent once, then 3..5"
-    assert ws.close_code == 1000
+    """Given a notifier whose Postgres link is stalled while a client connects (its subscription exists,
+    its snapshot query waits on the link), when the order advances in that window, the snapshot already has
+    the event (stages commit before publishing) and the queued copy must be dropped; the later events follow
+    without a gap. A second client of the same notifier, connected before, shows when the event is queued."""
+    host, port = stack.settings.database_address
+    link = CuttableLink(host, port)
+    await link.start()
+    linked = stack.settings.database_url.replace(f"{host}:{port}", f"127.0.0.1:{link.port}")
+    notifier = Notifier("notifier-linked", free_port(), {"DATABASE_URL": linked})
+    notifier.start(stack)
+    try:
+        await stack.wait_ready([notifier.name])
+        order_id = await driver.create()
+        url = f"{notifier.ws_url}?orderId={order_id}"
+        async with connect(url, open_timeout=10) as witness:
+            assert (await recv(witness))["seq"] == 1
+            link.stall()
+            async with connect(url, open_timeout=10) as ws:
+                # The handshake completed, so the subscription exists; the snapshot is not read yet.
+                await driver.advance(order_id, OrderStatus.ROUTING)
+                assert (await recv(witness))["seq"] == 2  # offered to every subscription of the order
+                link.resume()
+                snapshot = await recv(ws)
+                assert (snapshot["type"], snapshot["seq"], seqs(snapshot["logs"])) == ("snapshot", 2, [1, 2])
+                for status in LIFECYCLE[1:]:
+                    await driver.advance(order_id, status)
+                live = await read_to_close(ws)
+        assert [m["type"] for m in live] == ["status"] * 3
+        assert seqs(live) == [3, 4, 5], "seq 2 was queued and in the snapshot: sent once, then 3..5"
+        assert ws.close_code == 1000
+    finally:
+        link.resume()
+        assert notifier.proc is not None
+        notifier.proc.stop()
+        await link.cut()
 
 
 # --- resume --------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import asyncio
 import pytest
 from websockets.asyncio.client import connect
 
-from shared.domain.status import OrderStatus
 from tests.fixtures.driver import Driver
 from tests.fixtures.notifier import LIFECYCLE, Notifiers, read_to_close, recv, seqs
 from tests.fixtures.notifier import driver_fixture as driver_fixture  # the `driver` fixture
@@ -48,7 +47,7 @@ async def test_two_notifiers_each_serve_their_own_clients_every_event(
 async def test_the_notifier_counts_connections_deliveries_and_their_latency(
     driver: Driver, notifiers: Notifiers
 ) -> None:
-    notifier = notifiers.hold  # only this test's clients are delivered to on it from here on
+    notifier = notifiers.fast  # only this test's clients are delivered to on it in this module
     order_id = await driver.create()
     before = {
         name: await notifier.metric(name)
@@ -56,19 +55,18 @@ async def test_the_notifier_counts_connections_deliveries_and_their_latency(
     }
     async with connect(f"{notifier.ws_url}?orderId={order_id}", open_timeout=10) as ws:
         assert await notifier.metric("ws_connections_open") == before["ws_connections_open"] + 1
-        await driver.advance(order_id, OrderStatus.ROUTING)  # releases the hold; in the snapshot
-        await recv(ws)
-        for status in LIFECYCLE[1:]:
+        assert (await recv(ws))["type"] == "snapshot"  # not a delivery of an event
+        for status in LIFECYCLE:
             await driver.advance(order_id, status)
         live = await read_to_close(ws)
-    assert len(live) == 3
+    assert len(live) == 4
 
     async def settled() -> bool:
         return await notifier.metric("ws_connections_open") == before["ws_connections_open"]
 
     await wait_for(settled, timeout=20, what="the connection gauge to drop back")
-    assert await notifier.metric("ws_events_delivered_total") == before["ws_events_delivered_total"] + 3
-    assert await notifier.metric("ws_delivery_seconds_count") == before["ws_delivery_seconds_count"] + 3
+    assert await notifier.metric("ws_events_delivered_total") == before["ws_events_delivered_total"] + 4
+    assert await notifier.metric("ws_delivery_seconds_count") == before["ws_delivery_seconds_count"] + 4
 
 
 async def test_two_hundred_clients_on_one_notifier_all_get_their_complete_streams(
