@@ -10,8 +10,14 @@ PY     := $(VENV)/bin/python
 run: bootstrap
 	scripts/run.sh
 
+# Every stack a test starts is isolated (its own database, topic prefix, Redis prefix and ports), so all but
+# the chaos suite run on TEST_WORKERS processes, a module's tests on one worker (module-scoped stacks start
+# once). The chaos suite stops and restarts the shared Postgres, so it runs alone, after.
+TEST_WORKERS ?= 2
+
 test: infra-up node-tools
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m "not chaos" -n $(TEST_WORKERS) --dist loadfile
+	$(VENV)/bin/pytest -m chaos
 
 unit: bootstrap
 	$(VENV)/bin/pytest tests/unit

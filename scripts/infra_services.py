@@ -137,7 +137,7 @@ def postgres_up(settings: Settings) -> bool:
         run(["pg_ctlcluster", version, name, "start"])
         (RUN / "postgres.started").write_text(f"{version} {name}")
     provision_database(settings)
-    tune_cluster(port)
+    tune_cluster(port, version, name)
     wait_until("PostgreSQL", lambda: check_postgres_url(settings.database_url), 30)
     log("PostgreSQL ready")
     return started
@@ -174,12 +174,20 @@ def provision_database(settings: Settings) -> None:
         as_postgres(["createdb", "-p", str(url.port or 5432), "-O", user, db])
 
 
-def tune_cluster(port: int) -> None:
+def tune_cluster(port: int, version: str, name: str) -> None:
     """Settings of the local cluster this script runs (never of a Postgres it merely reuses): autovacuum
     looks every 5 s instead of every minute, so the outbox's and the orders' dead rows (migration 008) are
-    cleared while a load runs, not after it."""
-    as_postgres(["psql", "-q", "-p", str(port), "-c", "ALTER SYSTEM SET autovacuum_naptime = '5s'"])
+    cleared while a load runs, not after it; 300 connections, for the test stacks `make test` runs side by
+    side (each process of a stack holds a pool). The connection limit needs a restart, once."""
+    for sql in ("ALTER SYSTEM SET autovacuum_naptime = '5s'", "ALTER SYSTEM SET max_connections = 300"):
+        as_postgres(["psql", "-q", "-p", str(port), "-c", sql])
     as_postgres(["psql", "-q", "-p", str(port), "-c", "SELECT pg_reload_conf()"])
+    pending = as_postgres(
+        ["psql", "-qtA", "-p", str(port), "-c", "SELECT bool_or(pending_restart) FROM pg_settings"]
+    )
+    if pending.stdout.strip() == "t":
+        log(f"restarting PostgreSQL cluster {version}/{name} for its new settings")
+        run(["pg_ctlcluster", version, name, "restart"])
 
 
 def postgres_down() -> None:
