@@ -1,4 +1,6 @@
-"""Shared fixtures. Integration tests need the services of `scripts/infra.py up` (`make test` starts them)."""
+"""Shared fixtures. Integration tests need the services of `scripts/infra.py up` (`make test` starts them).
+The list of the browser tests' screenshots is printed from here: under pytest-xdist only the controller
+writes the summary, and it loads this conftest, not the test folders' own."""
 
 from __future__ import annotations
 
@@ -31,3 +33,18 @@ async def stack(infrastructure: Settings) -> AsyncIterator[Stack]:
     """Every service and the proxy as separate processes, shared by the session's integration tests."""
     async with running_stack() as started:
         yield started
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the screenshots the console tests recorded (record_property "screenshot")."""
+    paths = {
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        for name, value in getattr(report, "user_properties", ())
+        if name == "screenshot"
+    }
+    if paths:
+        terminalreporter.write_sep("-", "console screenshots")
+        for path in sorted(paths):
+            terminalreporter.write_line(str(path))
