@@ -13,6 +13,8 @@ from tests.fixtures.stack import Stack, create_stack, destroy_stack
 
 pytestmark = pytest.mark.integration
 
+UNKNOWN_ORDER = uuid.UUID("6f1c0b9e-8a51-4a5e-9a63-0d1f6b2f8c44")  # never placed: ids are uuid4
+
 
 async def test_health_and_readiness(stack: Stack) -> None:
     async with httpx.AsyncClient(base_url=stack.base_url) as client:
@@ -46,7 +48,8 @@ async def test_a_bad_body_is_a_400_invalid_body_never_a_422(stack: Stack) -> Non
 
 @pytest.mark.parametrize(
     "query,code,close",
-    [("orderId=not-a-uuid", "invalid_body", 4400), (f"orderId={uuid.uuid4()}", "not_found", 4404)],
+    # a fixed unknown id: every xdist worker must collect the same test ids
+    [("orderId=not-a-uuid", "invalid_body", 4400), (f"orderId={UNKNOWN_ORDER}", "not_found", 4404)],
 )
 async def test_websocket_refuses_bad_and_unknown_orders(
     stack: Stack, query: str, code: str, close: int
