@@ -24,15 +24,19 @@ from tests.fixtures.stack import Stack, log_events, running_stack, wait_for
 pytestmark = pytest.mark.integration
 
 RACES = 200
+# DELETEs fall within this long after the 202: about half before the step to `submitted` (quotes take
+# 0.9-1.8 s) and half after, with room for a request that waits a few hundred ms on a busy machine.
+RACE_WINDOW_S = 2.7
 
 
 @pytest.fixture(scope="module")
 async def slow_quotes(infrastructure: object) -> AsyncIterator[Stack]:
-    """Quotes slow enough that an order waits in `routing` for a cancel; no price move, so an order that is
-    not cancelled confirms."""
+    """Quotes slow enough that an order waits in `routing` for a cancel, with a margin for a loaded machine
+    (`make test` runs two workers); no price move, so an order that is not cancelled confirms."""
     async with running_stack(
-        MOCK_QUOTE_LATENCY_MIN_MS="300",
-        MOCK_QUOTE_LATENCY_MAX_MS="600",
+        MOCK_QUOTE_LATENCY_MIN_MS="900",
+        MOCK_QUOTE_LATENCY_MAX_MS="1800",
+        QUOTE_TIMEOUT_MS="5000",
         MOCK_EXECUTION_LATENCY_MIN_MS="200",
         MOCK_EXECUTION_LATENCY_MAX_MS="400",
         SWAP_WINDOW_MS="2000",
@@ -139,7 +143,7 @@ async def test_cancel_raced_against_execution_never_lets_a_cancelled_order_swap(
     async def race(client: httpx.AsyncClient) -> tuple[str, int]:
         ip = client_ip()
         order_id = await place(client, ip)
-        await asyncio.sleep(rng.uniform(0.0, 1.5))
+        await asyncio.sleep(rng.uniform(0.0, RACE_WINDOW_S))
         response = await cancel(client, ip, order_id)
         assert response.status_code in (200, 409), response.text
         return order_id, response.status_code
