@@ -45,7 +45,7 @@ from benchmarks.bench.loadgen import LoadPlan, raise_nofile, run_load
 from benchmarks.bench.observe import Group, Watch, read_proc, with_children
 from benchmarks.bench.report import print_fanout
 from tests.fixtures.orders import order_body
-from tests.fixtures.stack import Stack, create_stack, destroy_stack
+from tests.fixtures.stack import Stack, running_stack
 
 HANDSHAKES_IN_FLIGHT = 100  # per client process
 # infra/nginx.conf.in: one worker with worker_connections 8192, and a proxied WebSocket holds two of them
@@ -187,7 +187,7 @@ async def fanout(clients: int, processes: int = 4, pace: int = 200, limit_s: flo
         if pace
         else {}
     )
-    stack = await create_stack(
+    async with running_stack(
         RATE_LIMIT="0",
         LOG_LEVEL="warning",
         MOCK_QUOTE_LATENCY_MIN_MS=str(quote_ms),
@@ -202,8 +202,7 @@ async def fanout(clients: int, processes: int = 4, pace: int = 200, limit_s: flo
         WS_MAX_PER_IP="0",  # every client is this host
         TOPIC_PARTITIONS="6",
         **paced,
-    )
-    try:
+    ) as stack:
         notifier = stack.processes["notifier"]
         proxy = stack.processes["proxy"]
         assert notifier.popen is not None and proxy.popen is not None
@@ -255,8 +254,6 @@ async def fanout(clients: int, processes: int = 4, pace: int = 200, limit_s: flo
         for proc in procs:
             proc.join(10)
         await watch.stop()
-    finally:
-        await destroy_stack(stack)
     latencies = [x for r in results for x in r["latencies"]]
     figures = watch.report()["processes"]
     assert isinstance(figures, dict)

@@ -20,7 +20,7 @@ from benchmarks.bench import stats
 from benchmarks.bench.loadgen import Followed, Load, LoadPlan, Sent
 from benchmarks.bench.observe import Group, GroupLag, Watch, find, with_children
 from tests.fixtures.orders import fetch, open_orders, order_body
-from tests.fixtures.stack import Stack, create_stack, destroy_stack
+from tests.fixtures.stack import Stack, running_stack
 
 ORDER = orjson.dumps(order_body())
 
@@ -173,8 +173,7 @@ def summarize_load(
 
 
 async def run_load_scenario(scenario: LoadScenario, generator: Generator) -> dict[str, Any]:
-    stack = await create_stack(**{**PROFILE, **scenario.env})
-    try:
+    async with running_stack(**{**PROFILE, **scenario.env}) as stack:
         kafka = GroupLag(stack.settings.kafka_servers, stack.settings.topic_prefix)
         watch = Watch(stack_groups(stack), stage_metrics(stack), kafka)
         ws_timeout = scenario.count / scenario.rate + scenario.drain_s + generator.http_timeout
@@ -198,8 +197,6 @@ async def run_load_scenario(scenario: LoadScenario, generator: Generator) -> dic
             followed = await load.follows()
         await watch.stop()
         rows = await order_rows(stack)
-    finally:
-        await destroy_stack(stack)
     report = summarize_load(scenario, load.result.start, sent, followed, rows, load.result.cpu_s)
     report["drain"] = {"waited_s": round(drained_s, 1), "still_open": still_open, "limit_s": scenario.drain_s}
     report.update(watch.report())

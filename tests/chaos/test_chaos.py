@@ -23,7 +23,7 @@ from tests.chaos.checker import RESULTS, Findings, check
 from tests.chaos.history import Clients, History, record_outcome
 from tests.fixtures.execution import wait_terminal
 from tests.fixtures.orders import fetch
-from tests.fixtures.stack import Stack, create_stack, destroy_stack, wait_for
+from tests.fixtures.stack import Stack, running_stack, wait_for
 from tests.fixtures.throwaway import CuttableLink, ThrowawayKafka, ThrowawayRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
@@ -193,9 +193,8 @@ async def supervised(stack: Stack, restarted: list[str]) -> AsyncIterator[None]:
 
 
 async def run_scenario(scenario: str, fault: Fault) -> Findings:
-    stack = await create_stack(**{**CHAOS, **fault.env})
-    history = History(scenario)
-    try:
+    async with running_stack(**{**CHAOS, **fault.env}) as stack:
+        history = History(scenario)
         if fault.prepare is not None:
             await fault.prepare(stack)
         async with supervised(stack, history.restarted):
@@ -209,8 +208,6 @@ async def run_scenario(scenario: str, fault: Fault) -> Findings:
             accepted = [order_id for post in history.posts for order_id in post.order_ids]
             await wait_terminal(stack, accepted, timeout=120)
         await record_outcome(stack, history)
-    finally:
-        await destroy_stack(stack)
     findings = check(history)
     RESULTS.append(findings)
     return findings

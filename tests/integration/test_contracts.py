@@ -14,7 +14,7 @@ from shared.messaging.contracts import CONTRACTS, schema_for
 from shared.messaging.topics import ORDER_STATUS, ORDERS, ORDERS_EXECUTE
 from shared.store.db import connect
 from tests.fixtures.orders import topic_messages
-from tests.fixtures.stack import ROOT, Stack, create_stack, destroy_stack
+from tests.fixtures.stack import ROOT, Stack, running_stack
 from tests.integration.test_order_flow import place, watch
 
 pytestmark = pytest.mark.integration
@@ -38,11 +38,8 @@ async def test_every_message_of_a_run_matches_its_topics_schema(stack: Stack) ->
 
 async def test_the_analytics_consumer_reports_what_postgres_records(infrastructure: object) -> None:
     """On a stack of its own: the report covers the whole topic, so other tests' orders must not be in it."""
-    stack = await create_stack()
-    try:
+    async with running_stack() as stack:
         await check_the_report(stack)
-    finally:
-        await destroy_stack(stack)
 
 
 async def check_the_report(stack: Stack) -> None:

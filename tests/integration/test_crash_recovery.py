@@ -20,7 +20,7 @@ from tests.fixtures.execution import (
     wait_terminal,
 )
 from tests.fixtures.orders import fetch
-from tests.fixtures.stack import create_stack, destroy_stack, wait_for
+from tests.fixtures.stack import running_stack, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,8 +39,7 @@ IN_FLIGHT = {
 async def test_sigkill_of_the_executor_with_200_swaps_in_flight_loses_nothing_and_swaps_once(
     infrastructure: object,
 ) -> None:
-    stack = await create_stack(**IN_FLIGHT)
-    try:
+    async with running_stack(**IN_FLIGHT) as stack:
         ids = await place_many(stack, 200)
 
         async def many_in_flight() -> bool:
@@ -56,18 +55,15 @@ async def test_sigkill_of_the_executor_with_200_swaps_in_flight_loses_nothing_an
         assert sum(r["status"] == "confirmed" for r in rows.values()) >= 190, (
             "slippage may fail a few, no more"
         )
-    finally:
-        await destroy_stack(stack)
 
 
 async def test_sigterm_lets_the_swaps_in_flight_finish_and_exits_0(infrastructure: object) -> None:
-    stack = await create_stack(
+    async with running_stack(
         RATE_LIMIT="0",
         MOCK_EXECUTION_LATENCY_MIN_MS="1500",
         MOCK_EXECUTION_LATENCY_MAX_MS="2000",
         QUEUE_CONCURRENCY="100",
-    )
-    try:
+    ) as stack:
         ids = await place_many(stack, 40)
 
         async def in_flight() -> list[str]:
@@ -91,21 +87,18 @@ async def test_sigterm_lets_the_swaps_in_flight_finish_and_exits_0(infrastructur
         stack.start_service("executor")
         rows = await wait_terminal(stack, ids, timeout=60)
         assert_consistent_with_ledger(rows, await ledger(stack, ids))
-    finally:
-        await destroy_stack(stack)
 
 
 async def test_sigkill_of_the_router_mid_routing_leaves_no_order_stuck(infrastructure: object) -> None:
     """Quotes take 1-1.5 s, so a hundred orders sit in routing when the router dies; offsets of some of
     them are already committed (the router's pool), so only the sweep can bring those back."""
-    stack = await create_stack(
+    async with running_stack(
         RATE_LIMIT="0",
         MOCK_QUOTE_LATENCY_MIN_MS="1000",
         MOCK_QUOTE_LATENCY_MAX_MS="1500",
         STALE_STEP_MS="2000",
         SWEEP_INTERVAL_MS="250",
-    )
-    try:
+    ) as stack:
         ids = await place_many(stack, 100)
 
         async def routing() -> bool:
@@ -119,5 +112,3 @@ async def test_sigkill_of_the_router_mid_routing_leaves_no_order_stuck(infrastru
         assert_consistent_with_ledger(rows, await ledger(stack, ids))
         assert_gapless(rows, await read_topic(stack, ORDER_STATUS))
         assert sum(r["status"] == "confirmed" for r in rows.values()) >= 95
-    finally:
-        await destroy_stack(stack)

@@ -35,7 +35,7 @@ from tests.fixtures.execution import (
     read_topic,
     wait_terminal,
 )
-from tests.fixtures.stack import Stack, create_stack, destroy_stack, free_port, wait_for
+from tests.fixtures.stack import Stack, free_port, running_stack, wait_for
 from tests.fixtures.venue import InMemoryLedger
 from tests.integration.test_order_flow import place, watch
 
@@ -47,16 +47,13 @@ PRICE_MOVE_BPS = 100
 
 @pytest.fixture(scope="module")
 async def seeded(infrastructure: object) -> AsyncIterator[Stack]:
-    stack = await create_stack(
+    async with running_stack(
         MOCK_SEED=SEED,
         MOCK_PRICE_MOVE_BPS=str(PRICE_MOVE_BPS),
         RATE_LIMIT="0",
         STALE_STEP_MS="60000",  # so only the sweep for unpublished events can publish a lost one
-    )
-    try:
+    ) as stack:
         yield stack
-    finally:
-        await destroy_stack(stack)
 
 
 def venue() -> MockDex:
@@ -146,16 +143,13 @@ async def test_two_executors_sharing_partitions_never_swap_twice(seeded: Stack) 
 @pytest.fixture(scope="module")
 async def flaky(infrastructure: object) -> AsyncIterator[Stack]:
     """Every swap fails with a transient error; four attempts in all, so three waits: 2 s, 4 s, 8 s."""
-    stack = await create_stack(
+    async with running_stack(
         MOCK_SWAP_TRANSIENT_ERROR_RATE="1",
         MAX_RETRIES="4",
         MOCK_EXECUTION_LATENCY_MIN_MS="0",
         MOCK_EXECUTION_LATENCY_MAX_MS="50",
-    )
-    try:
+    ) as stack:
         yield stack
-    finally:
-        await destroy_stack(stack)
 
 
 def ts(value: str) -> datetime:
@@ -210,15 +204,12 @@ async def test_retries_back_off_2_4_8_seconds_then_the_order_fails_into_the_dlq(
 @pytest.fixture(scope="module")
 async def slow_venue(infrastructure: object) -> AsyncIterator[Stack]:
     """Swaps take 2.5-3 s and orders have 1.5 s: each one runs out of time while its swap is under way."""
-    stack = await create_stack(
+    async with running_stack(
         ORDER_DEADLINE_MS="1500",
         MOCK_EXECUTION_LATENCY_MIN_MS="2500",
         MOCK_EXECUTION_LATENCY_MAX_MS="3000",
-    )
-    try:
+    ) as stack:
         yield stack
-    finally:
-        await destroy_stack(stack)
 
 
 async def test_an_order_past_its_deadline_fails_with_timeout_and_nothing_swaps(slow_venue: Stack) -> None:
@@ -245,16 +236,15 @@ async def test_the_watchdog_reports_a_stage_that_has_work_but_makes_no_progress(
     infrastructure: object,
 ) -> None:
     """One swap slot and 3 s swaps: the agent waits for the slot with a message queued behind it."""
-    stack = await create_stack(
+    async with running_stack(
         RATE_LIMIT="0",
         QUEUE_CONCURRENCY="1",
         MOCK_EXECUTION_LATENCY_MIN_MS="3000",
         MOCK_EXECUTION_LATENCY_MAX_MS="3000",
         SWAP_WINDOW_MS="5000",
         WATCHDOG_STALL_MS="1000",
-    )
-    health = f"http://127.0.0.1:{stack.settings.executor_metrics_port}/health"
-    try:
+    ) as stack:
+        health = f"http://127.0.0.1:{stack.settings.executor_metrics_port}/health"
         async with httpx.AsyncClient(timeout=5) as client:
 
             async def status(code: int) -> bool:
@@ -269,23 +259,20 @@ async def test_the_watchdog_reports_a_stage_that_has_work_but_makes_no_progress(
             await wait_for(lambda: status(503), timeout=30, interval=0.1, what="/health to report the stall")
             await wait_terminal(stack, ids, timeout=60)
             await wait_for(lambda: status(200), timeout=30, interval=0.1, what="/health to recover")
-    finally:
-        await destroy_stack(stack)
 
 
 async def test_routing_uses_the_venue_that_answers_and_fails_when_none_does(infrastructure: object) -> None:
     """Half the quotes time out (seeded, so the test knows which): one venue down routes on the other; both
     down is retriable, and with a single attempt allowed the order fails with quote_unavailable."""
-    stack = await create_stack(
+    async with running_stack(
         MOCK_SEED=SEED, MOCK_QUOTE_TRANSIENT_ERROR_RATE="0.5", MAX_RETRIES="1", RATE_LIMIT="0"
-    )
-    flaky_venue = MockDex(
-        InMemoryLedger(),
-        seed=SEED,
-        latency=Latency((0, 0), (0, 0)),
-        failures=FailureRates(quote_transient=0.5),
-    )
-    try:
+    ) as stack:
+        flaky_venue = MockDex(
+            InMemoryLedger(),
+            seed=SEED,
+            latency=Latency((0, 0), (0, 0)),
+            failures=FailureRates(quote_transient=0.5),
+        )
         ids = await place_many(stack, 12)
         rows = await wait_terminal(stack, ids)
         answered: dict[str, set[str]] = {}
@@ -311,8 +298,6 @@ async def test_routing_uses_the_venue_that_answers_and_fails_when_none_does(infr
             else:
                 assert (row["status"], row["error"], building) == ("failed", "quote_unavailable", None)
         assert any(len(a) == 1 for a in answered.values()), "no order met a single venue down (1 in 2^12)"
-    finally:
-        await destroy_stack(stack)
 
 
 async def commit_routing_unpublished(stack: Stack) -> OrderRecord:

@@ -23,7 +23,7 @@ from tests.fixtures.orders import (
     topic_messages,
     wait_status,
 )
-from tests.fixtures.stack import Stack, create_stack, destroy_stack, wait_for
+from tests.fixtures.stack import Stack, running_stack, wait_for
 from tests.fixtures.throwaway import CuttableLink, ThrowawayKafka, ThrowawayRedis
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,16 +45,13 @@ async def faults(infrastructure: object) -> AsyncIterator[Faults]:
     await redis.start()
     await kafka.start()
     try:
-        stack = await create_stack(
+        async with running_stack(
             REDIS_URL=redis.url,
             KAFKA_BOOTSTRAP_SERVERS=kafka.servers,
             RATE_LIMIT="1000",  # on, so that its fail-open behaviour is what the Redis test sees
             DEPENDENCY_TIMEOUT_MS=str(int(DEPENDENCY_TIMEOUT_S * 1000)),
-        )
-        try:
+        ) as stack:
             yield Faults(stack, redis, kafka)
-        finally:
-            await destroy_stack(stack)
     finally:
         redis.stop()
         kafka.remove()

@@ -9,7 +9,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.fixtures.stack import Stack, create_stack, destroy_stack
+from tests.fixtures.stack import Stack, running_stack
 
 pytestmark = pytest.mark.integration
 
@@ -64,12 +64,8 @@ async def test_websocket_refuses_bad_and_unknown_orders(
 
 async def test_the_proxy_answers_in_the_envelope_when_no_service_is_behind_it(infrastructure: object) -> None:
     """nginx's own failures (ingress down or restarting) are a 503 with a retry hint, never an HTML page."""
-    lonely = await create_stack(services=())
-    try:
-        async with httpx.AsyncClient(base_url=lonely.base_url) as client:
-            response = await client.post("/api/orders/execute", json={"type": "market"})
-    finally:
-        await destroy_stack(lonely)
+    async with running_stack(services=()) as lonely, httpx.AsyncClient(base_url=lonely.base_url) as client:
+        response = await client.post("/api/orders/execute", json={"type": "market"})
     assert response.status_code == 503
     assert response.headers["content-type"].startswith("application/json")
     assert response.headers["retry-after"] == "1"

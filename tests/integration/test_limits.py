@@ -17,7 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.fixtures.orders import client_ip, fetch, open_orders, order_body
-from tests.fixtures.stack import Stack, create_stack, destroy_stack, free_port, wait_for
+from tests.fixtures.stack import Stack, free_port, running_stack, wait_for
 
 pytestmark = [pytest.mark.integration]
 
@@ -27,18 +27,15 @@ ADMITTED_AT_MOST = 40 + 80
 
 @pytest.fixture(scope="module")
 async def limited(infrastructure: object) -> AsyncIterator[Stack]:
-    started = await create_stack(
+    async with running_stack(
         services=("ingress",),
         RATE_LIMIT="30",
         QUEUE_CONCURRENCY="40",
         SWAP_WINDOW_MS="5000",
         ADMISSION_MAX_WAIT_MS="10000",
         ADMISSION_SAMPLE_INTERVAL_MS="100",
-    )
-    try:
+    ) as started:
         yield started
-    finally:
-        await destroy_stack(started)
 
 
 async def post(client: httpx.AsyncClient, ip: str) -> httpx.Response:

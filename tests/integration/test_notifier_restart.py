@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from shared.runtime.config import Settings
-from tests.fixtures.stack import Stack, create_stack, destroy_stack
+from tests.fixtures.stack import Stack, running_stack
 from tests.integration.test_order_flow import HAPPY_PATH, place
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -21,11 +21,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 async def slow_stack(infrastructure: Settings) -> AsyncIterator[Stack]:
-    started = await create_stack(MOCK_EXECUTION_LATENCY_MIN_MS="1500", MOCK_EXECUTION_LATENCY_MAX_MS="2000")
-    try:
+    async with running_stack(
+        MOCK_EXECUTION_LATENCY_MIN_MS="1500", MOCK_EXECUTION_LATENCY_MAX_MS="2000"
+    ) as started:
         yield started
-    finally:
-        await destroy_stack(started)
 
 
 async def test_a_client_resumes_exactly_after_its_notifier_is_killed_mid_order(slow_stack: Stack) -> None:

@@ -9,18 +9,15 @@ import pytest
 
 from tests.fixtures.execution import ledger, place_many, wait_terminal
 from tests.fixtures.orders import metric_value
-from tests.fixtures.stack import Stack, create_stack, destroy_stack
+from tests.fixtures.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
 async def doubled(infrastructure: object) -> AsyncIterator[Stack]:
-    stack = await create_stack(REPLICAS="2", MOCK_PRICE_MOVE_BPS="0", TOPIC_PARTITIONS="4")
-    try:
+    async with running_stack(REPLICAS="2", MOCK_PRICE_MOVE_BPS="0", TOPIC_PARTITIONS="4") as stack:
         yield stack
-    finally:
-        await destroy_stack(stack)
 
 
 async def test_two_of_each_stage_confirm_every_order_once_and_share_the_intake(doubled: Stack) -> None:

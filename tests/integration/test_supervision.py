@@ -15,7 +15,7 @@ import pytest
 
 from shared.runtime.cli import ROOT, render_supervisor_config
 from tests.fixtures.orders import client_ip, order_body, wait_status
-from tests.fixtures.stack import Stack, create_stack, destroy_stack, wait_for
+from tests.fixtures.stack import Stack, running_stack, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,28 +42,28 @@ class Supervised:
 
 @pytest.fixture
 async def supervised(infrastructure: object) -> AsyncIterator[Supervised]:
-    stack = await create_stack(services=())  # database, topics and proxy; the services are supervisord's
-    local = ROOT / ".local" / "test-supervisor" / stack.run_id
-    config = render_supervisor_config(ROOT / "Procfile", local, only=SERVICES)
-    env = {**stack.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{stack.env.get('PATH', '')}"}
-    log = open(local / "supervisord.out", "wb")  # noqa: SIM115 (closed below)
-    popen = subprocess.Popen(
-        [sys.executable, "-m", "supervisor.supervisord", "-c", str(config)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield Supervised(stack, config, popen)
-    finally:
-        popen.send_signal(signal.SIGTERM)
+    # database, topics and proxy; the services are supervisord's
+    async with running_stack(services=()) as stack:
+        local = ROOT / ".local" / "test-supervisor" / stack.run_id
+        config = render_supervisor_config(ROOT / "Procfile", local, only=SERVICES)
+        env = {**stack.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{stack.env.get('PATH', '')}"}
+        log = open(local / "supervisord.out", "wb")  # noqa: SIM115 (closed below)
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(config)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
-            popen.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(popen.pid, signal.SIGKILL)
-        log.close()
-        await destroy_stack(stack)
+            yield Supervised(stack, config, popen)
+        finally:
+            popen.send_signal(signal.SIGTERM)
+            try:
+                popen.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(popen.pid, signal.SIGKILL)
+            log.close()
 
 
 async def ready(stack: Stack) -> None:

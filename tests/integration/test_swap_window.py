@@ -11,25 +11,22 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.fixtures.execution import place_many, wait_terminal
-from tests.fixtures.stack import Stack, create_stack, destroy_stack
+from tests.fixtures.stack import Stack, running_stack
 
 pytestmark = [pytest.mark.integration]
 
 
 @pytest.fixture(scope="module")
 async def one_slot(infrastructure: object) -> AsyncIterator[Stack]:
-    stack = await create_stack(
+    async with running_stack(
         QUEUE_CONCURRENCY="1",
         MOCK_EXECUTION_LATENCY_MIN_MS="400",
         MOCK_EXECUTION_LATENCY_MAX_MS="600",
         MOCK_PRICE_MOVE_BPS="0",
         SWAP_WINDOW_MS="1000",
         ORDER_DEADLINE_MS="60000",
-    )
-    try:
+    ) as stack:
         yield stack
-    finally:
-        await destroy_stack(stack)
 
 
 async def test_orders_waiting_for_a_slot_swap_on_their_first_attempt(one_slot: Stack) -> None:
