@@ -49,9 +49,17 @@ class DirectRoute(APIRoute):
         self.app = app
 
 
+# How long an idle keep-alive connection stays open. Longer than the proxy keeps its idle upstream
+# connections (`keepalive_timeout` in infra/nginx*.conf*): were it shorter, a burst after a quiet spell could
+# reuse a connection this side is closing at that instant, and nginx answers such a POST 502 (it never
+# retries a non-idempotent request). uvicorn's default is 5 s; `make test` met eight at once.
+KEEP_ALIVE_S = 75
+
+
 def serve(service: str, app: FastAPI, host: str, port: int, level: str, **uvicorn_options: Any) -> None:
-    """Run an HTTP service the one way: JSON logs, uvloop and httptools, no uvicorn log config, and no
-    proxy-header rewriting (the app reads X-Forwarded-For itself, from TRUSTED_PROXIES only)."""
+    """Run an HTTP service the one way: JSON logs, uvloop and httptools, no uvicorn log config, no
+    proxy-header rewriting (the app reads X-Forwarded-For itself, from TRUSTED_PROXIES only), and idle
+    connections kept open longer than the proxy keeps them (KEEP_ALIVE_S)."""
     configure_logging(service, level)
     uvicorn.run(
         app,
@@ -61,6 +69,7 @@ def serve(service: str, app: FastAPI, host: str, port: int, level: str, **uvicor
         http="httptools",
         log_config=None,
         proxy_headers=False,
+        timeout_keep_alive=KEEP_ALIVE_S,
         **uvicorn_options,
     )
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from shared.runtime.config import Settings
+from shared.web.app import KEEP_ALIVE_S
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -80,3 +81,15 @@ def test_dependencies_wait_for_health() -> None:
         assert "healthcheck" in SERVICES[name]
     for name in ("ingress", "router", "executor", "notifier"):
         assert SERVICES[name]["depends_on"]["setup"]["condition"] == "service_completed_successfully"
+
+
+@pytest.mark.parametrize("config", ["infra/nginx.conf.in", "infra/nginx.compose.conf"])
+def test_the_proxy_lets_go_of_idle_upstream_connections_before_the_services_do(config: str) -> None:
+    """Otherwise a POST can go out on a keep-alive connection the service is closing at that moment, and
+    the proxy answers it 502 (seen in `make test`: eight POSTs of a burst after a quiet spell)."""
+    text = (ROOT / config).read_text()
+    upstream = re.search(r"upstream ingress \{(.*?)\}", text, re.S)
+    assert upstream is not None
+    timeout = re.search(r"keepalive_timeout (\d+)s;", upstream.group(1))
+    assert timeout is not None, "nginx's default (60 s) would be longer than uvicorn's default (5 s)"
+    assert int(timeout.group(1)) < KEEP_ALIVE_S
