@@ -93,6 +93,8 @@ class Hub:
             bootstrap_servers=self._settings.kafka_servers,
             enable_auto_commit=False,
             auto_offset_reset="latest",
+            fetch_min_bytes=self._settings.notifier_fetch_min_bytes,
+            fetch_max_wait_ms=self._settings.kafka_fetch_max_wait_ms,
             request_timeout_ms=max(self._settings.kafka_request_timeout_ms, 10_000),
         )
         await self._consumer.start()

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         65536, ge=1024, description="Unsent bytes per WebSocket socket before sends wait (then time out)."
     )
     ws_send_timeout_ms: int = Field(5000, ge=1, description="A send blocked this long cuts a slow client.")
+    notifier_fetch_min_bytes: int = Field(
+        32768,
+        ge=1,
+        description="Bytes of `order.status` a notifier's fetch waits for (at most KAFKA_FETCH_MAX_WAIT_MS):"
+        " under load one fetch carries many events instead of one.",
+    )
 
     # Orders.
     order_deadline_ms: int = Field(30000, ge=1)
