@@ -144,7 +144,7 @@ def postgres_up(settings: Settings) -> bool:
 
 
 def provision_database(settings: Settings) -> None:
-    """Create the role and database of DATABASE_URL (the seed's user/password/order_engine by default)."""
+    """Create the role and database of DATABASE_URL (user/password/order_engine by default)."""
     url = urlsplit(settings.database_url)
     user, password, db = url.username or "user", url.password or "", url.path.lstrip("/") or "order_engine"
     deadline = time.monotonic() + 30

@@ -2,7 +2,7 @@
 prefix and ports, every service a process behind the nginx proxy), offers its load, waits for the accepted
 orders to finish, reads what became of every one of them, and tears the stack down.
 
-The benchmark profile: RATE_LIMIT=0, LOG_LEVEL=warning, the seed's mock-DEX timings (quotes 100-300 ms,
+The benchmark profile: RATE_LIMIT=0, LOG_LEVEL=warning, the default mock-DEX timings (quotes 100-300 ms,
 swaps 2-3 s, not the tests' shortcuts), TOPIC_PARTITIONS=6.
 """
 

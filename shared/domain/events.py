@@ -85,7 +85,7 @@ SignedAmount = Annotated[
 
 
 class StatusEvent(Wire):
-    """One step in an order's life on `order.status` (design brief §2). `seq` is 1 for pending and grows by
+    """One step in an order's life on `order.status` (docs/events.md). `seq` is 1 for pending and grows by
     one per event of that order: it makes replay, dedupe and WebSocket resume exact."""
 
     v: Literal[1] = SCHEMA_VERSION

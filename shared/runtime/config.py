@@ -1,6 +1,6 @@
 """One typed Settings object, read from the environment (and `.env`) in one place.
 
-Every variable of the seed's configuration table is here with the seed's default; the rest are the
+Every variable of the README's configuration table is here with its documented default; among them the
 settings a Kafka pipeline needs (bootstrap servers, topic layout, service ports) and the knobs that let
 tests run the mock DEX without its real-world delays.
 """
@@ -142,7 +142,7 @@ class Settings(BaseSettings):
     def trusted_proxy_networks(self) -> list[IPv4Network | IPv6Network]:
         return [ip_network(c.strip(), strict=False) for c in self.trusted_proxies.split(",") if c.strip()]
 
-    # Mock DEX timings (ms). The seed's defaults; tests set them to 0.
+    # Mock DEX timings (ms): quotes 100-300, swaps 2-3 s by default; tests set them to 0.
     mock_quote_latency_min_ms: int = Field(100, ge=0)
     mock_quote_latency_max_ms: int = Field(300, ge=0)
     mock_execution_latency_min_ms: int = Field(2000, ge=0)

@@ -1,4 +1,4 @@
-"""The mock Solana venues (seed §8): Raydium and Meteora quote around a base price with their own variance,
+"""The mock Solana venues: Raydium and Meteora quote around a base price with their own variance,
 take their pool fee, charge a price impact that grows with the trade's size, and execute after a delay at a
 price that has moved since the quote (up to MOCK_PRICE_MOVE_BPS either way, so a tight slippage really trips).
 
