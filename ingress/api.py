@@ -10,7 +10,6 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Depends, FastAPI, Query, Request
-from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.responses import Response
 
 from ingress import service
@@ -25,6 +24,7 @@ from shared.runtime.clock import following_postgres
 from shared.runtime.config import Settings, get_settings
 from shared.runtime.health import check_postgres, check_redis
 from shared.store.db import create_pool, require_migrated
+from shared.store.redis import open_redis
 from shared.web.app import NO_OPENTELEMETRY, DirectRoute, install_metrics
 from shared.web.edge import CorsPolicy, HttpEdgeMiddleware, client_address
 from shared.web.envelope import decode_json_body, error_responses, install_error_handlers, json_response
@@ -94,17 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             resources.push_async_callback(pool.close)
             await require_migrated(pool)
             await resources.enter_async_context(following_postgres(pool))
-            # A bounded pool that makes a request wait (up to DEPENDENCY_TIMEOUT_MS) for a free connection:
-            # redis-py's default pool refuses past 100 connections, which a burst of POSTs reaches.
-            redis = Redis.from_pool(
-                BlockingConnectionPool.from_url(
-                    settings.redis_url,
-                    max_connections=REDIS_CONNECTIONS,
-                    timeout=timeout_s,
-                    socket_timeout=timeout_s,
-                    socket_connect_timeout=timeout_s,
-                )
-            )
+            redis = open_redis(settings.redis_url, timeout_s=timeout_s, max_connections=REDIS_CONNECTIONS)
             resources.push_async_callback(redis.aclose)
             producer = new_producer(settings)
             await producer.start()

@@ -11,10 +11,10 @@ import math
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from shared.domain.errors import RateLimited, ServiceUnavailable
 from shared.runtime.logging import get_logger
+from shared.store.redis import FAILED as REDIS_FAILED
 
 logger = get_logger(__name__)
 
@@ -94,7 +94,7 @@ class RateLimiter:
             allowed, remaining, wait_ms, full_ms = await self._script(
                 keys=[self.bucket_key(client)], args=[self._limit, self._limit / (WINDOW_S * 1000)]
             )
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_FAILED as exc:
             if self.fail_open:
                 logger.warning("ratelimit.redis_unavailable_fail_open", error=repr(exc))
                 return None

@@ -16,10 +16,10 @@ import uuid
 from collections import defaultdict
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from shared.runtime.logging import get_logger
 from shared.runtime.tasks import cancel_and_wait
+from shared.store.redis import FAILED as REDIS_FAILED
 
 logger = get_logger(__name__)
 
@@ -69,7 +69,7 @@ class IpLeases:
         lease = uuid.uuid4().hex
         try:
             granted = await self._take(keys=[self._key(ip)], args=[self._limit, LEASE_TTL_S * 1000, lease])
-        except RedisError as exc:
+        except REDIS_FAILED as exc:
             logger.warning("ws.ip_limit_unavailable", error=repr(exc))
             return ""  # no lease to renew or release: the socket is let through uncounted
         if not granted:
@@ -87,7 +87,7 @@ class IpLeases:
                 del self._held[ip]
         try:
             await self._redis.zrem(self._key(ip), lease)
-        except RedisError as exc:  # it expires within LEASE_TTL_S
+        except REDIS_FAILED as exc:  # it expires within LEASE_TTL_S
             logger.warning("ws.ip_lease_release_failed", error=repr(exc))
 
     def start(self) -> None:
@@ -102,6 +102,6 @@ class IpLeases:
             for ip, leases in list(self._held.items()):
                 try:
                     await self._renew(keys=[self._key(ip)], args=[LEASE_TTL_S * 1000, *leases])
-                except RedisError as exc:
+                except REDIS_FAILED as exc:
                     logger.warning("ws.ip_lease_renew_failed", error=repr(exc))
                     break

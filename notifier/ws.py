@@ -28,7 +28,6 @@ from uuid import UUID
 
 import orjson
 from fastapi import FastAPI, Request, WebSocket
-from redis.asyncio import Redis
 from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
@@ -44,6 +43,7 @@ from shared.runtime.health import check_postgres
 from shared.runtime.logging import get_logger
 from shared.runtime.metrics import WS_CONNECTIONS, WS_DELIVERY_SECONDS, WS_EVENTS_DELIVERED
 from shared.store.db import FAILED, create_pool, require_migrated
+from shared.store.redis import open_redis
 from shared.web.app import install_metrics
 from shared.web.edge import CorrelationMiddleware, client_address
 from shared.web.envelope import error_body, error_response, install_error_handlers, json_response
@@ -252,11 +252,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.limits = ConnectionLimits(
             per_order_ip=settings.ws_max_per_order_ip, per_process=settings.ws_max_connections
         )
-        redis = (
-            Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
-            if settings.ws_max_per_ip
-            else None
-        )
+        redis = open_redis(settings.redis_url, timeout_s=1.0) if settings.ws_max_per_ip else None
         app.state.ip_leases = None
         if redis is not None:
             app.state.ip_leases = IpLeases(

@@ -9,6 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 from shared.store.db import connect
+from shared.store.redis import open_redis
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -41,7 +42,7 @@ async def check_redis(client: Redis) -> bool:
 
 
 async def check_redis_url(url: str) -> bool:
-    client = Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT_S, socket_timeout=PROBE_TIMEOUT_S)
+    client = open_redis(url, timeout_s=PROBE_TIMEOUT_S)
     try:
         return await check_redis(client)
     finally:
