@@ -10,16 +10,16 @@ PY     := $(VENV)/bin/python
 run: bootstrap
 	scripts/run.sh
 
-# Every stack a test starts is isolated (its own database, topic prefix, Redis prefix and ports), so all but
-# the chaos suite can run on TEST_WORKERS pytest-xdist processes, a module's tests on one worker. One by
-# default: on two cores, two workers finished in half the time but starved the tests that time a burst of
-# 200 orders (crash recovery, the cancel race). The chaos suite stops and restarts the shared Postgres, so
-# it runs alone, after.
-TEST_WORKERS ?= 1
+# Every stack a test starts is isolated (its own database, topic prefix, Redis prefix and ports), so most
+# modules run on TEST_WORKERS pytest-xdist processes, a module's tests on one worker. The modules marked
+# `serial` then run alone: they time a burst of orders or kill processes, and on two cores a second worker
+# starved them. The chaos suite runs with them, as it stops and restarts the shared Postgres.
+# TEST_WORKERS=1 runs the first part in one process.
+TEST_WORKERS ?= 2
 
 test: infra-up node-tools
-	$(VENV)/bin/pytest -m "not chaos" $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
-	$(VENV)/bin/pytest -m chaos
+	$(VENV)/bin/pytest -m "not serial and not chaos" $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
+	$(VENV)/bin/pytest -m "serial or chaos"
 
 unit: bootstrap
 	$(VENV)/bin/pytest tests/unit

@@ -20,7 +20,7 @@ from tests.fixtures.execution import ORDER, wait_terminal
 from tests.fixtures.orders import fetch
 from tests.fixtures.stack import Stack, running_stack, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.serial]
 
 RATE_PER_S = 40
 DURATION_S = 6

@@ -21,7 +21,7 @@ from tests.fixtures.execution import read_topic
 from tests.fixtures.orders import client_ip, fetch, order_body, wait_status
 from tests.fixtures.stack import Stack, log_events, running_stack, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 RACES = 200
 # DELETEs fall within this long after the 202: about half before the step to `submitted` (quotes take

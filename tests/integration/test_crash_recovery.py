@@ -22,7 +22,7 @@ from tests.fixtures.execution import (
 from tests.fixtures.orders import fetch
 from tests.fixtures.stack import running_stack, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.serial]
 
 IN_FLIGHT = {
     "RATE_LIMIT": "0",

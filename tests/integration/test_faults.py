@@ -26,7 +26,7 @@ from tests.fixtures.orders import (
 from tests.fixtures.stack import Stack, running_stack, wait_for
 from tests.fixtures.throwaway import CuttableLink, ThrowawayKafka, ThrowawayRedis
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.serial]
 
 EXECUTE = "/api/orders/execute"
 DEPENDENCY_TIMEOUT_S = 2.0

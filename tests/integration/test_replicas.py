@@ -11,7 +11,7 @@ from tests.fixtures.execution import ledger, place_many, wait_terminal
 from tests.fixtures.orders import metric_value
 from tests.fixtures.stack import Stack, running_stack
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 
 @pytest.fixture(scope="module")

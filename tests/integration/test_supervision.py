@@ -17,7 +17,7 @@ from shared.runtime.cli import ROOT, render_supervisor_config
 from tests.fixtures.orders import client_ip, order_body, wait_status
 from tests.fixtures.stack import Stack, running_stack, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.serial]
 
 SERVICES = ("ingress", "router", "executor", "notifier")
 

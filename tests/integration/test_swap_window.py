@@ -13,7 +13,7 @@ import pytest
 from tests.fixtures.execution import place_many, wait_terminal
 from tests.fixtures.stack import Stack, running_stack
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
 
 @pytest.fixture(scope="module")
