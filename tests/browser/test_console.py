@@ -21,7 +21,7 @@ from router.service import best_quote
 from shared.domain.events import Dex
 from shared.venue.mock import MockDex
 from shared.venue.model import AMOUNT_PLACES, Latency
-from tests.fixtures.stack import ROOT, Stack, running_stack
+from tests.fixtures.stack import ROOT, Stack, cancellable, running_stack
 from tests.fixtures.venue import InMemoryLedger
 
 pytestmark = [pytest.mark.integration, pytest.mark.browser]
@@ -72,15 +72,7 @@ async def slow_quotes(infrastructure: object) -> AsyncIterator[Stack]:
     """Quotes slow enough (1-1.5 s) that an order waits in `routing` long enough for a click on Cancel (the
     integration tests' 300-600 ms leaves a browser too little); no price move, so an order that is not
     cancelled confirms at exactly its quote."""
-    async with running_stack(
-        MOCK_QUOTE_LATENCY_MIN_MS="1000",
-        MOCK_QUOTE_LATENCY_MAX_MS="1500",
-        QUOTE_TIMEOUT_MS="5000",
-        MOCK_EXECUTION_LATENCY_MIN_MS="200",
-        MOCK_EXECUTION_LATENCY_MAX_MS="400",
-        SWAP_WINDOW_MS="2000",
-        MOCK_PRICE_MOVE_BPS="0",
-    ) as stack:
+    async with running_stack(**cancellable(1000, 1500)) as stack:
         yield stack
 
 

@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from shared.messaging.topics import ORDER_STATUS
 from tests.fixtures.execution import read_topic
 from tests.fixtures.orders import client_ip, fetch, order_body, wait_status
-from tests.fixtures.stack import Stack, log_events, running_stack, wait_for
+from tests.fixtures.stack import Stack, cancellable, log_events, running_stack, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.serial]
 
@@ -33,15 +33,7 @@ RACE_WINDOW_S = 2.7
 async def slow_quotes(infrastructure: object) -> AsyncIterator[Stack]:
     """Quotes slow enough that an order waits in `routing` for a cancel, with a margin for a loaded machine
     (`make test` runs two workers); no price move, so an order that is not cancelled confirms."""
-    async with running_stack(
-        MOCK_QUOTE_LATENCY_MIN_MS="900",
-        MOCK_QUOTE_LATENCY_MAX_MS="1800",
-        QUOTE_TIMEOUT_MS="5000",
-        MOCK_EXECUTION_LATENCY_MIN_MS="200",
-        MOCK_EXECUTION_LATENCY_MAX_MS="400",
-        SWAP_WINDOW_MS="2000",
-        MOCK_PRICE_MOVE_BPS="0",
-    ) as stack:
+    async with running_stack(**cancellable(900, 1800)) as stack:
         yield stack
 
 
