@@ -107,7 +107,10 @@ class Settings(BaseSettings):
         128, ge=1, description="POSTs one ingress process handles at once; past it POST is 429 at once."
     )
     admission_sample_interval_ms: int = Field(
-        250, ge=10, description="How often ingress samples the open orders and the stages' capacity."
+        500,
+        ge=10,
+        description="How often ingress samples the open orders and the stages' capacity (the sample reads"
+        " every open order's row: ~11 ms with 3,000 in flight).",
     )
     dependency_timeout_ms: int = Field(
         2000, ge=100, description="Bound on each Redis/Kafka/Postgres call on the request path."
