@@ -172,14 +172,32 @@ def provision_database(settings: Settings) -> None:
     if not exists:
         log(f"creating database {db}")
         as_postgres(["createdb", "-p", str(url.port or 5432), "-O", user, db])
+    # Its view, in this database (a superuser's step; the library itself is loaded by tune_cluster).
+    as_postgres(
+        [
+            "psql",
+            "-q",
+            "-p",
+            str(url.port or 5432),
+            "-d",
+            db,
+            "-c",
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+        ]
+    )
 
 
 def tune_cluster(port: int, version: str, name: str) -> None:
     """Settings of the local cluster this script runs (never of a Postgres it merely reuses): autovacuum
     looks every 5 s instead of every minute, so the outbox's and the orders' dead rows (migration 008) are
     cleared while a load runs, not after it; 300 connections, for the test stacks `make test` runs side by
-    side (each process of a stack holds a pool). The connection limit needs a restart, once."""
-    for sql in ("ALTER SYSTEM SET autovacuum_naptime = '5s'", "ALTER SYSTEM SET max_connections = 300"):
+    side (each process of a stack holds a pool); pg_stat_statements loaded, so what each statement costs can
+    be read (docs/operations.md). The last two need a restart, once."""
+    for sql in (
+        "ALTER SYSTEM SET autovacuum_naptime = '5s'",
+        "ALTER SYSTEM SET max_connections = 300",
+        "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'",
+    ):
         as_postgres(["psql", "-q", "-p", str(port), "-c", sql])
     as_postgres(["psql", "-q", "-p", str(port), "-c", "SELECT pg_reload_conf()"])
     pending = as_postgres(
