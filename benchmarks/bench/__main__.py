@@ -23,6 +23,7 @@ import uvloop
 
 from benchmarks.bench import report, stats
 from benchmarks.bench.loadgen import LoadPlan, raise_nofile
+from benchmarks.bench.observe import cpu_probe_ms
 from benchmarks.bench.scenarios import ORDER, Generator, LoadScenario, run_load_scenario
 from benchmarks.bench.selfcheck import generator_ceiling
 from benchmarks.ws_fanout import fanout
@@ -90,11 +91,12 @@ def git_commit() -> str:
 
 
 async def timed(run: Callable[[], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
-    before = os.getloadavg()
+    before, probe_before = os.getloadavg(), cpu_probe_ms()
     started = time.monotonic()
     result = await run()
     result["load_before"] = [round(x, 2) for x in before]
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["cpu_probe_ms"] = [probe_before, cpu_probe_ms()]
     result["wall_s"] = round(time.monotonic() - started, 1)
     return result
 
@@ -146,6 +148,7 @@ async def main(args: argparse.Namespace) -> int:
         "scenarios": chosen,
         "cpus": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "cpu_probe_ms": cpu_probe_ms(),
         "python": platform.python_version(),
         "nofile": nofile,
         "generator": {
@@ -159,7 +162,8 @@ async def main(args: argparse.Namespace) -> int:
     one, five, fifteen = os.getloadavg()
     report.out(
         f"order-engine bench ({meta['mode']}) at {meta['commit']}, {stamp}: {os.cpu_count()} cores, "
-        f"load average {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min)"
+        f"load average {one:.2f} {five:.2f} {fifteen:.2f} (1/5/15 min), "
+        f"cpu probe {meta['cpu_probe_ms']:.0f} ms"
     )
     report.out(
         f"generator: {generator.workers} processes x ≤{generator.connections} keep-alive connections, "

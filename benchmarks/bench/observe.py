@@ -3,7 +3,8 @@
 - CPU seconds and peak RSS of each process group, from /proc/<pid>/stat and /proc/<pid>/status;
 - the stages' Prometheus metrics (the engine's consumer-lag gauge, swaps in flight), from their /metrics;
 - each consumer group's lag as Kafka itself knows it: log-end offsets minus the group's committed offsets,
-  summed over the partitions of the topics the group consumes (the engine's own gauge is kept beside it).
+  summed over the partitions of the topics the group consumes (the engine's own gauge is kept beside it);
+- before and after each scenario, how fast the machine runs Python at that moment (`cpu_probe_ms`).
 
 Process groups: the stack's own processes (ingress, router, executor, notifier, the proxy nginx with its
 worker), the backends of this run's Postgres database, and the shared Kafka broker and Redis server (whose
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +31,22 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.messaging.topics import GROUP_PREFIX
 
 TICK = os.sysconf("SC_CLK_TCK")
+PROBE_SQUARES = 2_000_000
+
+
+def cpu_probe_ms() -> float:
+    """The CPU time of a fixed pure-Python loop, least of three tries, in ms: how fast this machine runs
+    Python right now. The load average misses a host that gives its VMs slower cores: on the shared 2-core
+    machine the same loop took 0.70 s and then 1.11 s a minute later, with nothing of ours running, and
+    every process's CPU per order rose with it. Two runs' CPU figures compare only beside their probes."""
+    best = math.inf
+    for _ in range(3):
+        started = time.process_time()
+        sum(i * i for i in range(PROBE_SQUARES))
+        best = min(best, time.process_time() - started)
+    return round(best * 1000, 1)
+
+
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 

@@ -33,7 +33,13 @@ def counts(mapping: dict[str, int]) -> str:
 
 def load_avg(report: dict[str, Any]) -> str:
     before, after = report.get("load_before", [0, 0, 0]), report.get("load_after", [0, 0, 0])
-    return f"load avg (1 min) {before[0]:.2f} before, {after[0]:.2f} after"
+    line = f"load avg (1 min) {before[0]:.2f} before, {after[0]:.2f} after"
+    if "cpu_probe_ms" in report:
+        probe_before, probe_after = report["cpu_probe_ms"]
+        line += (
+            f" · cpu probe {probe_before:.0f} → {probe_after:.0f} ms (a fixed Python loop: higher is slower)"
+        )
+    return line
 
 
 def processes(report: dict[str, Any]) -> None:

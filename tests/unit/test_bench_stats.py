@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.bench import report
 from benchmarks.bench.stats import error_code, outcome, outcomes, percentile, refusals, summary
 
 
@@ -69,3 +70,15 @@ def test_refusals_count_non_2xx_by_status_and_code_and_transport_errors_apart() 
         (0, "client_timeout"),
     ]
     assert refusals(answers) == {"429 queue_full": 2, "503 service_unavailable": 1, "error client_timeout": 1}
+
+
+def test_a_scenarios_load_line_carries_the_cpu_probe_beside_the_load_average() -> None:
+    """CPU figures of two runs compare only beside how fast the machine was: the probe is on the line."""
+    line = report.load_avg(
+        {"load_before": [1.5, 0, 0], "load_after": [4.25, 0, 0], "cpu_probe_ms": [712.3, 1098.0]}
+    )
+    assert line == (
+        "load avg (1 min) 1.50 before, 4.25 after"
+        " · cpu probe 712 → 1098 ms (a fixed Python loop: higher is slower)"
+    )
+    assert report.load_avg({"load_before": [1.5, 0, 0], "load_after": [4.25, 0, 0]}).endswith("4.25 after")
