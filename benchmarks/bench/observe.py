@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shared.messaging.topics import GROUP_PREFIX
 
 TICK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 PROBE_SQUARES = 2_000_000
 
 
@@ -45,9 +46,6 @@ def cpu_probe_ms() -> float:
         sum(i * i for i in range(PROBE_SQUARES))
         best = min(best, time.process_time() - started)
     return round(best * 1000, 1)
-
-
-PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 @dataclass
