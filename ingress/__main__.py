@@ -5,4 +5,4 @@ from shared.runtime.config import get_settings
 from shared.web.app import serve
 
 settings = get_settings()
-serve("ingress", create_app(settings), settings.ingress_host, settings.ingress_port, settings.log_level)
+serve("ingress", create_app(settings), settings.ingress_host, settings.ingress_port, settings)

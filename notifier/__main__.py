@@ -11,7 +11,7 @@ serve(
     create_app(settings),
     settings.notifier_host,
     settings.notifier_port,
-    settings.log_level,
+    settings,
     ws=protocol_class(settings.ws_write_buffer_bytes),  # websockets-sansio, see notifier.transport
     ws_ping_interval=None,  # the app owns the heartbeat (protocol and application pings, notifier.ws)
     ws_ping_timeout=None,

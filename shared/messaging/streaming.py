@@ -46,6 +46,7 @@ from shared.messaging.kafka import new_producer
 from shared.messaging.topics import TopicSpec
 from shared.runtime.clock import following_postgres
 from shared.runtime.config import Settings
+from shared.runtime.gc_tuning import tune_gc
 from shared.runtime.logging import configure_logging, get_logger
 from shared.runtime.metrics import CONSUMER_LAG
 from shared.runtime.tasks import TaskPool
@@ -345,6 +346,7 @@ class StageApp(faust.App, Generic[ServiceT]):
         """Run this stage until SIGTERM/SIGINT, logging JSON lines to stdout."""
         # mode's worker replaces the root handlers: hand it ours and an empty config to apply.
         self.conf.loghandlers = [configure_logging(self._stage_name, self._stage_settings.log_level)]
+        tune_gc(self._stage_settings.gc_threshold)
         faust.Worker(
             self,
             loglevel=self._stage_settings.log_level,

@@ -174,6 +174,11 @@ class Settings(BaseSettings):
         10000, ge=100, description="Routing/building/pending-retry this long without progress is re-driven."
     )
     shutdown_grace_ms: int = Field(15000, ge=0, description="SIGTERM: how long in-flight swaps may finish.")
+    gc_threshold: int = Field(
+        10000,
+        ge=1,
+        description="Allocations between young-generation garbage collections (CPython's default is 700).",
+    )
     watchdog_stall_ms: int = Field(
         30000, ge=100, description="Unhealthy when messages wait but none was processed for this long."
     )

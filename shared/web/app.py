@@ -13,6 +13,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from shared.runtime.config import Settings
+from shared.runtime.gc_tuning import tune_gc
 from shared.runtime.logging import configure_logging
 
 # The engine's own observability is Prometheus metrics and JSON logs. With these off, FastAPI's native
@@ -56,11 +58,15 @@ class DirectRoute(APIRoute):
 KEEP_ALIVE_S = 75
 
 
-def serve(service: str, app: FastAPI, host: str, port: int, level: str, **uvicorn_options: Any) -> None:
+def serve(
+    service: str, app: FastAPI, host: str, port: int, settings: Settings, **uvicorn_options: Any
+) -> None:
     """Run an HTTP service the one way: JSON logs, uvloop and httptools, no uvicorn log config, no
-    proxy-header rewriting (the app reads X-Forwarded-For itself, from TRUSTED_PROXIES only), and idle
-    connections kept open longer than the proxy keeps them (KEEP_ALIVE_S)."""
-    configure_logging(service, level)
+    proxy-header rewriting (the app reads X-Forwarded-For itself, from TRUSTED_PROXIES only), idle
+    connections kept open longer than the proxy keeps them (KEEP_ALIVE_S), and the garbage collector set
+    for a long-running process (shared/runtime/gc_tuning.py)."""
+    configure_logging(service, settings.log_level)
+    tune_gc(settings.gc_threshold)
     uvicorn.run(
         app,
         host=host,
