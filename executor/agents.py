@@ -6,7 +6,7 @@ import faust
 
 from executor.service import ExecuteJob, ExecutorService
 from shared.domain.events import ExecuteOrder
-from shared.messaging.streaming import BATCH_WITHIN_S, StageApp, StageContext, job_id
+from shared.messaging.streaming import StageApp, StageContext, job_id
 from shared.messaging.topics import EXECUTOR_GROUP, ORDERS_EXECUTE
 from shared.runtime.config import get_settings
 
@@ -41,7 +41,7 @@ execute_topic = app.bytes_topic(ORDERS_EXECUTE)
 
 @app.agent(execute_topic)
 async def execute_orders(stream: faust.StreamT[bytes]) -> None:
-    async for events in stream.take_events(settings.stage_batch_size, within=BATCH_WITHIN_S):  # type: ignore[attr-defined]
+    async for events in stream.take_events(settings.stage_batch_size, within=app.batch_wait_s):  # type: ignore[attr-defined]
         app.processed += len(events)
         jobs = []
         for event in events:

@@ -9,7 +9,7 @@ import faust
 
 from router.service import RouteJob, RouterService
 from shared.domain.events import OrderPlaced, RetryOrder
-from shared.messaging.streaming import BATCH_WITHIN_S, StageApp, StageContext, job_id
+from shared.messaging.streaming import StageApp, StageContext, job_id
 from shared.messaging.topics import ORDERS, ORDERS_RETRY, ROUTER_GROUP
 from shared.runtime.clock import sleep_until
 from shared.runtime.config import get_settings
@@ -35,7 +35,7 @@ RETRY_WAIT_CAP_S = max(delay for delay, _ in RETRY_DELAYS) + 1.0
 
 @app.agent(orders_topic)
 async def route_orders(stream: faust.StreamT[bytes]) -> None:
-    async for events in stream.take_events(settings.stage_batch_size, within=BATCH_WITHIN_S):  # type: ignore[attr-defined]
+    async for events in stream.take_events(settings.stage_batch_size, within=app.batch_wait_s):  # type: ignore[attr-defined]
         app.processed += len(events)
         jobs = []
         for event in events:

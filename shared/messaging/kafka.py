@@ -17,7 +17,7 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
         acks="all",
         enable_idempotence=True,
         request_timeout_ms=settings.kafka_request_timeout_ms,
-        linger_ms=2,
+        linger_ms=settings.kafka_linger_ms,
         client_id=f"{settings.topic_prefix}order-engine",
     )
 

@@ -60,9 +60,6 @@ logger = get_logger(__name__)
 ServiceT = TypeVar("ServiceT")
 
 
-BATCH_WITHIN_S = 0.005  # how long an agent waits to fill a batch once a message is there
-
-
 def job_id(event: faust.EventT | None) -> str | None:
     """The Kafka message being handled, as topic/partition/offset."""
     if event is None:
@@ -161,6 +158,7 @@ class StageApp(faust.App, Generic[ServiceT]):
             broker_heartbeat_interval=1.0,
         )
         self.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
+        self.batch_wait_s = settings.stage_batch_wait_ms / 1000  # an agent's `take_events(..., within=)`
         self._stage_name = stage
         self._stage_settings = settings
         self._stage_build = build

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Longest fetch long-poll of a stage: how long a busy partition waits behind quiet ones.",
     )
+    kafka_linger_ms: int = Field(
+        10,
+        ge=0,
+        description="How long a producer gathers messages into one request: fewer, larger produce requests.",
+    )
     kafka_metadata_max_age_ms: int = Field(
         10000, ge=1000, description="Metadata refresh: how soon a stage notices partitions that reappeared."
     )
@@ -167,6 +172,9 @@ class Settings(BaseSettings):
     router_concurrency: int = Field(100, ge=1, description="Orders being quoted at once per router process.")
     sweep_interval_ms: int = Field(1000, ge=10, description="How often the executor sweeps stuck orders.")
     stage_batch_size: int = Field(500, ge=1, description="Kafka messages a stage takes at once.")
+    stage_batch_wait_ms: int = Field(
+        20, ge=1, description="How long a stage waits for its batch to fill before taking what it has."
+    )
     heartbeat_interval_ms: int = Field(
         1000, ge=10, description="How often a stage tells Postgres its slots, load and speed."
     )
