@@ -47,7 +47,7 @@ class Settings(BaseSettings):
         description="Longest fetch long-poll of a stage: how long a busy partition waits behind quiet ones.",
     )
     kafka_linger_ms: int = Field(
-        10,
+        2,
         ge=0,
         description="How long a producer gathers messages into one request: fewer, larger produce requests.",
     )
