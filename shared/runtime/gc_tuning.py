@@ -18,11 +18,8 @@ import gc
 import time
 from typing import Any
 
-from prometheus_client import Counter
+from shared.runtime.metrics import GC_SECONDS
 
-GC_SECONDS = Counter(
-    "python_gc_seconds", "Time this process spent in the cyclic garbage collector.", ["generation"]
-)
 _BY_GENERATION = [GC_SECONDS.labels(str(generation)) for generation in range(3)]
 _started = [0.0]
 

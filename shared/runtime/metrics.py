@@ -30,6 +30,10 @@ END_TO_END_SECONDS = Histogram(
     "order_end_to_end_seconds", "From creation to a final status.", ["status"], buckets=STAGE_BUCKETS
 )
 
+GC_SECONDS = Counter(
+    "python_gc_seconds", "Time this process spent in the cyclic garbage collector.", ["generation"]
+)
+
 CONSUMER_LAG = Gauge(
     "kafka_consumer_lag_messages", "Messages not yet consumed, per topic and group.", ["topic", "group"]
 )
