@@ -44,6 +44,19 @@ async def test_sslmode_require_in_the_url_gets_tls(infrastructure: Settings) -> 
         await pool.close()
 
 
+@pytest.mark.parametrize(("query", "mode"), [(None, "force_generic_plan"), ("plan_cache_mode=auto", "auto")])
+async def test_pool_statements_keep_one_plan_unless_the_url_says_otherwise(
+    infrastructure: Settings, query: str | None, mode: str
+) -> None:
+    url = with_query(infrastructure.database_url, query) if query else infrastructure.database_url
+    pool = await create_pool(url, max_size=1)
+    try:
+        assert await pool.fetchval("SHOW plan_cache_mode") == mode
+        assert (await pool.fetchval("SHOW application_name")).startswith("order-engine pid ")
+    finally:
+        await pool.close()
+
+
 async def test_a_connection_released_inside_a_transaction_comes_back_out_of_it(
     infrastructure: Settings,
 ) -> None:

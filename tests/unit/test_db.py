@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from shared.store.db import application_name, connect_options, is_local_host, tls_choice
+from shared.store.db import connect_options, is_local_host, server_settings, tls_choice
 
 BASE = "postgres://user:password@{host}/order_engine"
 
@@ -77,7 +77,16 @@ def test_is_local_host(host: str, local: bool) -> None:
 
 
 def test_pool_connections_carry_the_process_id_unless_the_user_named_them() -> None:
-    named = application_name(BASE.format(host="localhost"), {})
-    assert named == {"server_settings": {"application_name": f"order-engine pid {os.getpid()}"}}
-    assert application_name(BASE.format(host="localhost") + "?application_name=mine", {}) == {}
-    assert application_name(BASE.format(host="localhost"), {"PGAPPNAME": "mine"}) == {}
+    named = server_settings(BASE.format(host="localhost"), {})
+    assert named["application_name"] == f"order-engine pid {os.getpid()}"
+    assert "application_name" not in server_settings(
+        BASE.format(host="localhost") + "?application_name=mine", {}
+    )
+    assert "application_name" not in server_settings(BASE.format(host="localhost"), {"PGAPPNAME": "mine"})
+
+
+def test_pool_statements_keep_one_plan_unless_the_url_says_otherwise() -> None:
+    assert server_settings(BASE.format(host="localhost"), {})["plan_cache_mode"] == "force_generic_plan"
+    assert "plan_cache_mode" not in server_settings(
+        BASE.format(host="localhost") + "?plan_cache_mode=auto", {}
+    )
