@@ -122,7 +122,7 @@ def server_settings(dsn: str, environ: Mapping[str, str]) -> dict[str, str]:
       per connection. Postgres plans a prepared statement afresh for its first five runs and whenever it
       judges a custom plan cheaper, which for the stages' array-parameter batches (`unnest($1::uuid[])`,
       `id = ANY($1)`) was one run in six: 13 % of the transitions statement's time went to planning
-      (pg_stat_statements with track_planning at 300/s), and Postgres used 9-10 % less CPU per order
+      (pg_stat_statements with track_planning at 300/s), and Postgres used 4-13 % less CPU per order
       without it (docs/performance.md). Our statements are shaped so that one plan serves every argument
       (the list query writes out only the filters given: ingress/repository.py)."""
     query = parse_qs(urlsplit(dsn).query)
