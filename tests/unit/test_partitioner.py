@@ -19,12 +19,14 @@ def test_a_key_lands_where_kafkas_default_partitioner_puts_it(key: bytes, count:
     assert partition_for(key, partitions, partitions) == expected, "a remembered hash picks the same"
 
 
-def test_an_order_id_keeps_its_partition_when_asked_again_among_many() -> None:
+def test_order_ids_land_where_kafka_puts_them_whether_remembered_or_evicted() -> None:
     partitions = list(range(6))
     keys = [str(uuid.uuid4()).encode() for _ in range(20_000)]  # more than the cache holds
-    first = [partition_for(k, partitions, partitions) for k in keys]
-    assert [partition_for(k, partitions, partitions) for k in reversed(keys)] == first[::-1]
-    assert len(set(first)) == len(partitions), "ids spread over every partition"
+    kafka = [DefaultPartitioner()(k, partitions, partitions) for k in keys]
+    assert [partition_for(k, partitions, partitions) for k in keys] == kafka
+    # Read back newest first: the last keys are remembered, the first ones were evicted and are hashed again.
+    assert [partition_for(k, partitions, partitions) for k in reversed(keys)] == kafka[::-1]
+    assert len(set(kafka)) == len(partitions), "ids spread over every partition"
 
 
 def test_an_unkeyed_message_goes_to_an_available_partition() -> None:
