@@ -42,9 +42,9 @@ execute_topic = app.bytes_topic(ORDERS_EXECUTE)
 @app.agent(execute_topic)
 async def execute_orders(stream: faust.StreamT[bytes]) -> None:
     async for events in stream.take_events(settings.stage_batch_size, within=app.batch_wait_s):  # type: ignore[attr-defined]
-        app.processed += len(events)
-        jobs = []
-        for event in events:
-            command = ExecuteOrder.from_json(event.value)
-            jobs.append(ExecuteJob(command.order_id, command.correlation_id, job_id(event)))
-        await app.stage_service.accept(jobs)
+        with app.batch(events):
+            jobs = []
+            for event in events:
+                command = ExecuteOrder.from_json(event.value)
+                jobs.append(ExecuteJob(command.order_id, command.correlation_id, job_id(event)))
+            await app.stage_service.accept(jobs)

@@ -36,12 +36,12 @@ RETRY_WAIT_CAP_S = max(delay for delay, _ in RETRY_DELAYS) + 1.0
 @app.agent(orders_topic)
 async def route_orders(stream: faust.StreamT[bytes]) -> None:
     async for events in stream.take_events(settings.stage_batch_size, within=app.batch_wait_s):  # type: ignore[attr-defined]
-        app.processed += len(events)
-        jobs = []
-        for event in events:
-            placed = OrderPlaced.from_json(event.value)
-            jobs.append(RouteJob(placed.order_id, placed.correlation_id, job_id(event)))
-        await app.stage_service.route(jobs)
+        with app.batch(events):
+            jobs = []
+            for event in events:
+                placed = OrderPlaced.from_json(event.value)
+                jobs.append(RouteJob(placed.order_id, placed.correlation_id, job_id(event)))
+            await app.stage_service.route(jobs)
 
 
 async def _retry(stream: faust.StreamT[bytes]) -> None:

@@ -28,6 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.bench import stats
 from shared.messaging.topics import GROUP_PREFIX
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -182,6 +183,32 @@ def parse_metrics(text: str, names: tuple[str, ...]) -> dict[str, dict[str, floa
     return out
 
 
+def histogram(text: str, name: str) -> dict[str, float | None]:
+    """count, mean and the bucket bounds holding p50 and p99 of one histogram in a /metrics text (summed
+    over its label sets); None where it has no observations."""
+    buckets: dict[float, float] = {}
+    total = count = 0.0
+    with contextlib.suppress(ValueError):
+        for family in text_string_to_metric_families(text):
+            if family.name != name:
+                continue
+            for sample in family.samples:
+                if sample.name == f"{name}_bucket":
+                    bound = float(sample.labels["le"])
+                    buckets[bound] = buckets.get(bound, 0.0) + sample.value
+                elif sample.name == f"{name}_sum":
+                    total += sample.value
+                elif sample.name == f"{name}_count":
+                    count += sample.value
+    cumulative = sorted(buckets.items())
+    return {
+        "count": count,
+        "mean": round(total / count, 4) if count else None,
+        "p50_le": stats.bucket_bound(cumulative, 0.50),
+        "p99_le": stats.bucket_bound(cumulative, 0.99),
+    }
+
+
 class GroupLag:
     """Lag of every consumer group under `prefix`, from the broker: end offsets minus committed offsets,
     over every partition of each topic the group has committed on (a partition it has not committed on
@@ -230,8 +257,33 @@ class GroupLag:
         return out
 
 
+async def sent_times(servers: list[str], topic: str, partitions: int) -> dict[str, float]:
+    """When each key was first produced to `topic` (the record's CreateTime, set by the producer's send, in
+    epoch seconds): read from the beginning to the end offsets as they stand now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        first: dict[str, float] = {}
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            for tp, records in (await consumer.getmany(*remaining, timeout_ms=1000)).items():
+                for record in records:
+                    if record.key is not None:
+                        first.setdefault(record.key.decode(), record.timestamp / 1000)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+        return first
+    finally:
+        await consumer.stop()
+
+
 LAG = "kafka_consumer_lag_messages"
 IN_FLIGHT = "executor_swaps_in_flight"
+BATCH_HISTOGRAMS = ("stage_receive_delay_seconds", "stage_batch_messages", "stage_batch_seconds")
 
 
 @dataclass
@@ -246,6 +298,7 @@ class Watch:
     group_lag: dict[str, Series] = field(default_factory=dict)  # from the broker, per consumer group
     in_flight: Series = field(default_factory=Series)
     scrape_errors: int = 0
+    last_scrape: dict[str, str] = field(default_factory=dict)  # stage → its latest /metrics text
     _task: asyncio.Task[None] | None = None
 
     async def _scrape(self, session: aiohttp.ClientSession, stage: str, url: str) -> None:
@@ -255,6 +308,7 @@ class Watch:
         except (aiohttp.ClientError, TimeoutError):
             self.scrape_errors += 1
             return
+        self.last_scrape[stage] = text
         found = parse_metrics(text, (LAG, IN_FLIGHT))
         self.lag.setdefault(stage, Series()).add(found[LAG])
         if stage == "executor" or found[IN_FLIGHT]:
@@ -308,5 +362,9 @@ class Watch:
                 stage: {"total": s.peak, "by_labels": s.by_labels} for stage, s in self.lag.items()
             },
             "peak_swaps_in_flight": self.in_flight.peak,
+            "stage_batches": {
+                stage: {name: histogram(text, name) for name in BATCH_HISTOGRAMS}
+                for stage, text in self.last_scrape.items()
+            },
             "scrape_errors": self.scrape_errors,
         }

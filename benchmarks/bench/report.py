@@ -67,6 +67,8 @@ def print_load(report: dict[str, Any]) -> None:
     out(f"  e2e s, conf  {pcts(e2e['db_confirmed'], 2)}   confirmed only")
     ws_missing = f"; no terminal: {counts(e2e['ws_without_terminal'])}" if e2e["ws_without_terminal"] else ""
     out(f"  e2e s, WS    {pcts(e2e['ws_sample'], 2)}   sampled clients{ws_missing}")
+    for hop, figures in e2e.get("hops", {}).items():
+        out(f"    {hop:<12}{pcts(figures, 3)}")
     drain = report["drain"]
     out(
         f"  outcomes     {counts(report['outcomes'])}  → confirmed {num(report['confirmed_pct'], 2)} %"
@@ -83,6 +85,18 @@ def print_load(report: dict[str, Any]) -> None:
         f"  peak swaps in flight {num(report['peak_swaps_in_flight'], 0)}"
     )
     out(f"  max lag      {lag} (broker: end - committed offsets);  engine gauge {gauge}")
+    for stage, figures in report.get("stage_batches", {}).items():
+        parts = []
+        for name, label in (
+            ("stage_receive_delay_seconds", "produced → agent s"),
+            ("stage_batch_messages", "batch size"),
+            ("stage_batch_seconds", "batch s"),
+        ):
+            h = figures.get(name) or {}
+            parts.append(
+                f"{label} mean {num(h.get('mean'), 3)} p50≤{num(h.get('p50_le'))} p99≤{num(h.get('p99_le'))}"
+            )
+        out(f"  {stage:<12} " + " · ".join(parts))
     gen = report["generator"]
     out(f"  generator    send lag ms {pcts(gen['send_lag_ms'])}; CPU {gen['cpu_s']} s")
     processes(report)

@@ -18,7 +18,8 @@ import orjson
 
 from benchmarks.bench import stats
 from benchmarks.bench.loadgen import Followed, Load, LoadPlan, Sent
-from benchmarks.bench.observe import Group, GroupLag, Watch, find, with_children
+from benchmarks.bench.observe import Group, GroupLag, Watch, find, sent_times, with_children
+from shared.messaging.topics import ORDERS, ORDERS_EXECUTE
 from tests.fixtures.orders import fetch, open_orders, order_body
 from tests.fixtures.stack import Stack, running_stack
 
@@ -113,12 +114,26 @@ async def order_rows(stack: Stack) -> dict[str, dict[str, Any]]:
     return {r["id"]: dict(r) for r in rows}
 
 
+async def order_events(stack: Stack) -> dict[str, list[tuple[str, float]]]:
+    """Every order's events as (status, at in epoch seconds), in seq order: what `stats.hops` splits."""
+    rows = await fetch(
+        stack.settings,
+        "SELECT o.id::text AS id,"
+        " array_agg(e ->> 'status' ORDER BY (e ->> 'seq')::int) AS statuses,"
+        " array_agg(extract(epoch FROM (e ->> 'at')::timestamptz)::float8 ORDER BY (e ->> 'seq')::int) AS ats"
+        " FROM orders o CROSS JOIN LATERAL jsonb_array_elements(o.logs) AS e GROUP BY o.id",
+    )
+    return {r["id"]: list(zip(r["statuses"], r["ats"], strict=True)) for r in rows}
+
+
 def summarize_load(
     scenario: LoadScenario,
     start: float,
     sent: list[Sent],
     followed: list[Followed],
     rows: dict[str, dict[str, Any]],
+    events: dict[str, list[tuple[str, float]]],
+    sends: dict[str, dict[str, float]],
     generator_cpu_s: float,
 ) -> dict[str, Any]:
     """The figures of one load scenario: rates, refusals, latencies, outcomes of every accepted order."""
@@ -137,6 +152,15 @@ def summarize_load(
     confirmed_at = [row["updated"] for row, _ in terminal if row["status"] == "confirmed"]
     e2e_ws = [f.done - f.at for f in followed if f.done is not None]
     refused_429 = [s for s in sent if s.status == 429]
+    hops = stats.hops(
+        (
+            s.at,
+            events[s.order_id],
+            {topic: sent[s.order_id] for topic, sent in sends.items() if s.order_id in sent},
+        )
+        for s in accepted
+        if s.order_id in events
+    )
     outcome_counts = stats.outcomes(accepted_ids, rows)
     return {
         "scenario": scenario.key,
@@ -157,6 +181,7 @@ def summarize_load(
             "db_all_terminal": stats.summary(e2e_db),
             "db_confirmed": stats.summary(e2e_confirmed),
             "ws_sample": stats.summary(e2e_ws),
+            "hops": {hop: stats.summary(durations) for hop, durations in hops.items()},
             "ws_followed": len(followed),
             "ws_without_terminal": {
                 note: sum(1 for f in followed if f.done is None and f.note == note)
@@ -197,7 +222,18 @@ async def run_load_scenario(scenario: LoadScenario, generator: Generator) -> dic
             followed = await load.follows()
         await watch.stop()
         rows = await order_rows(stack)
-    report = summarize_load(scenario, load.result.start, sent, followed, rows, load.result.cpu_s)
+        events = await order_events(stack)
+        sends = {
+            topic.name: await sent_times(
+                stack.settings.kafka_servers,
+                stack.settings.topic(topic.name),
+                stack.settings.topic_partitions,
+            )
+            for topic in (ORDERS, ORDERS_EXECUTE)
+        }
+    report = summarize_load(
+        scenario, load.result.start, sent, followed, rows, events, sends, load.result.cpu_s
+    )
     report["drain"] = {"waited_s": round(drained_s, 1), "still_open": still_open, "limit_s": scenario.drain_s}
     report.update(watch.report())
     return report

@@ -11,6 +11,17 @@ from typing import Any
 import orjson
 
 TERMINAL = ("confirmed", "failed")
+STRAIGHT_THROUGH = ("pending", "routing", "building", "submitted", "confirmed")
+HOPS = {
+    "accept": (None, "pending"),  # the POST's due time → ingress's commit
+    "relay": ("pending", "orders"),  # ingress's outbox relay → sent to `orders`
+    "to router": ("orders", "routing"),  # Kafka, the router's fetch, batch and transition
+    "quotes": ("routing", "building"),  # both venues' quotes (the mock's 100-300 ms) and the transition
+    "relay ex": ("building", "orders.execute"),  # the router's outbox relay → sent to `orders.execute`
+    "to executor": ("orders.execute", "submitted"),  # Kafka, the executor's fetch, batch, slot, transition
+    "swap": ("submitted", "confirmed"),  # the venue's swap (the mock's 2-3 s) and the transition
+}
+"""Where an order's end-to-end time goes: each hop runs from one event's `at` to the next one's."""
 PERCENTILES = (50, 95, 99)
 
 
@@ -85,6 +96,34 @@ def refusals(results: Iterable[tuple[int, str]]) -> dict[str, int]:
             continue
         counts[f"{status} {code}" if status else f"error {code}"] += 1
     return dict(counts.most_common())
+
+
+def hops(
+    orders: Iterable[tuple[float, Sequence[tuple[str, float]], Mapping[str, float]]],
+) -> dict[str, list[float]]:
+    """Each hop's durations (s) over the orders that went straight through (pending → confirmed, one event
+    per step; a retried order's hops would mix attempts). An order is (POST due time, its events as
+    (status, at) in seq order, when it was sent to each topic), times in epoch seconds; a hop whose ends
+    are not both known is left out for that order."""
+    out: dict[str, list[float]] = {hop: [] for hop in HOPS}
+    for due, events, sent in orders:
+        if tuple(status for status, _ in events) != STRAIGHT_THROUGH:
+            continue
+        at = {**dict(events), **sent}
+        for hop, (start, end) in HOPS.items():
+            begin = due if start is None else at.get(start)
+            if begin is not None and end in at:
+                out[hop].append(at[end] - begin)
+    return out
+
+
+def bucket_bound(cumulative: Sequence[tuple[float, float]], q: float) -> float | None:
+    """The upper bound of the Prometheus bucket that holds quantile `q` (0..1), from (le, cumulative count)
+    pairs in ascending le; None for no observations. Only as precise as the buckets."""
+    if not cumulative or cumulative[-1][1] == 0:
+        return None
+    wanted = q * cumulative[-1][1]
+    return next(bound for bound, count in cumulative if count >= wanted)
 
 
 def share(part: int, whole: int) -> float | None:

@@ -28,7 +28,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +48,12 @@ from shared.runtime.clock import following_postgres
 from shared.runtime.config import Settings
 from shared.runtime.gc_tuning import tune_gc
 from shared.runtime.logging import configure_logging, get_logger
-from shared.runtime.metrics import CONSUMER_LAG
+from shared.runtime.metrics import (
+    CONSUMER_LAG,
+    STAGE_BATCH_MESSAGES,
+    STAGE_BATCH_SECONDS,
+    STAGE_RECEIVE_DELAY_SECONDS,
+)
 from shared.runtime.tasks import TaskPool
 from shared.store.db import UNREACHABLE, create_pool, require_migrated
 from shared.store.steps import OrderSteps, order_steps
@@ -173,6 +178,21 @@ class StageApp(faust.App, Generic[ServiceT]):
         self._member = f"{socket.gethostname()}:{os.getpid()}:{stage}"
         self.processed = 0  # messages the stage's agents have taken; the watchdog's sign of life
         self.healthy = True
+
+    @contextmanager
+    def batch(self, events: Sequence[faust.EventT]) -> Iterator[None]:
+        """Around an agent's work on one batch: counts it for the watchdog and measures where a message's
+        time goes before it is handled: waiting to reach the agent, then the batch's own work."""
+        self.processed += len(events)
+        stage = self._stage_name
+        STAGE_BATCH_MESSAGES.labels(stage).observe(len(events))
+        received = STAGE_RECEIVE_DELAY_SECONDS.labels(stage)
+        now = time.time()
+        for event in events:
+            if event.message.timestamp is not None:
+                received.observe(max(0.0, now - event.message.timestamp))
+        with STAGE_BATCH_SECONDS.labels(stage).time():
+            yield
 
     def _new_transport(self) -> faust.types.TransportT:
         return PromptTransport(self.conf.broker_consumer, self)

@@ -26,6 +26,24 @@ QUEUE_WAIT_SECONDS = Histogram(
     ["stage"],
     buckets=STAGE_BUCKETS,
 )
+STAGE_BATCH_MESSAGES = Histogram(
+    "stage_batch_messages",
+    "Messages a stage's agent took in one batch.",
+    ["stage"],
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
+)
+STAGE_BATCH_SECONDS = Histogram(
+    "stage_batch_seconds",
+    "Time a stage's agent spent on one batch (load, transitions, commit) before taking the next.",
+    ["stage"],
+    buckets=STAGE_BUCKETS,
+)
+STAGE_RECEIVE_DELAY_SECONDS = Histogram(
+    "stage_receive_delay_seconds",
+    "From a message's produce time (its Kafka timestamp) to its batch reaching the stage's agent.",
+    ["stage"],
+    buckets=STAGE_BUCKETS,
+)
 END_TO_END_SECONDS = Histogram(
     "order_end_to_end_seconds", "From creation to a final status.", ["status"], buckets=STAGE_BUCKETS
 )

@@ -8,7 +8,16 @@ from typing import Any
 import pytest
 
 from benchmarks.bench import report
-from benchmarks.bench.stats import error_code, outcome, outcomes, percentile, refusals, summary
+from benchmarks.bench.stats import (
+    bucket_bound,
+    error_code,
+    hops,
+    outcome,
+    outcomes,
+    percentile,
+    refusals,
+    summary,
+)
 
 
 def test_percentiles_interpolate_between_closest_ranks() -> None:
@@ -82,3 +91,46 @@ def test_a_scenarios_load_line_carries_the_cpu_probe_beside_the_load_average() -
         " · cpu probe 712 → 1098 ms (a fixed Python loop: higher is slower)"
     )
     assert report.load_avg({"load_before": [1.5, 0, 0], "load_after": [4.25, 0, 0]}).endswith("4.25 after")
+
+
+def test_hops_split_an_orders_time_by_step_and_skip_orders_that_did_not_go_straight_through() -> None:
+    events = [("pending", 100.01), ("routing", 100.11), ("building", 100.41), ("submitted", 100.5)]
+    straight = (100.0, [*events, ("confirmed", 103.0)], {"orders": 100.03, "orders.execute": 100.45})
+    not_read: tuple[float, list[tuple[str, float]], dict[str, float]] = (
+        100.0,
+        [*events, ("confirmed", 103.5)],
+        {},
+    )  # its Kafka records were not found
+    retried = (
+        100.0,
+        [
+            ("pending", 100.01),
+            ("routing", 100.1),
+            ("pending", 101.0),
+            ("routing", 101.1),
+            ("building", 101.3),
+            ("submitted", 101.4),
+            ("confirmed", 104.0),
+        ],
+        {"orders": 100.03, "orders.execute": 101.35},
+    )
+    failed = (100.0, [("pending", 100.01), ("routing", 100.1), ("failed", 100.3)], {"orders": 100.03})
+    durations = hops([straight, not_read, retried, failed])
+    assert {hop: [round(v, 3) for v in values] for hop, values in durations.items()} == {
+        "accept": [0.01, 0.01],
+        "relay": [0.02],
+        "to router": [0.08],
+        "quotes": [0.3, 0.3],
+        "relay ex": [0.04],
+        "to executor": [0.05],
+        "swap": [2.5, 3.0],
+    }
+
+
+def test_bucket_bound_is_the_upper_bound_of_the_bucket_holding_the_quantile() -> None:
+    cumulative = [(0.1, 50.0), (0.5, 98.0), (1.0, 99.0), (float("inf"), 100.0)]
+    assert bucket_bound(cumulative, 0.5) == 0.1
+    assert bucket_bound(cumulative, 0.51) == 0.5
+    assert bucket_bound(cumulative, 0.99) == 1.0
+    assert bucket_bound(cumulative, 1.0) == float("inf")
+    assert bucket_bound([(0.1, 0.0), (float("inf"), 0.0)], 0.5) is None
