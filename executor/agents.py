@@ -6,7 +6,7 @@ import faust
 
 from executor.service import ExecuteJob, ExecutorService
 from shared.domain.events import ExecuteOrder
-from shared.messaging.streaming import StageApp, StageContext, job_id, take_batches
+from shared.messaging.streaming import StageApp, StageContext, job_id
 from shared.messaging.topics import EXECUTOR_GROUP, ORDERS_EXECUTE
 from shared.runtime.config import get_settings
 
@@ -41,10 +41,9 @@ execute_topic = app.bytes_topic(ORDERS_EXECUTE)
 
 @app.agent(execute_topic)
 async def execute_orders(stream: faust.StreamT[bytes]) -> None:
-    async for events in take_batches(stream, settings.stage_batch_size, app.batch_wait_s):
-        with app.batch(events):
-            jobs = []
-            for event in events:
-                command = ExecuteOrder.from_json(event.value)
-                jobs.append(ExecuteJob(command.order_id, command.correlation_id, job_id(event)))
-            await app.stage_service.accept(jobs)
+    async for events in app.batches(stream):
+        jobs = []
+        for event in events:
+            command = ExecuteOrder.from_json(event.value)
+            jobs.append(ExecuteJob(command.order_id, command.correlation_id, job_id(event)))
+        await app.stage_service.accept(jobs)

@@ -9,7 +9,7 @@ import faust
 
 from router.service import RouteJob, RouterService
 from shared.domain.events import OrderPlaced, RetryOrder
-from shared.messaging.streaming import StageApp, StageContext, job_id, take_batches
+from shared.messaging.streaming import StageApp, StageContext, job_id
 from shared.messaging.topics import ORDERS, ORDERS_RETRY, ROUTER_GROUP
 from shared.runtime.clock import sleep_until
 from shared.runtime.config import get_settings
@@ -35,13 +35,12 @@ RETRY_WAIT_CAP_S = max(delay for delay, _ in RETRY_DELAYS) + 1.0
 
 @app.agent(orders_topic)
 async def route_orders(stream: faust.StreamT[bytes]) -> None:
-    async for events in take_batches(stream, settings.stage_batch_size, app.batch_wait_s):
-        with app.batch(events):
-            jobs = []
-            for event in events:
-                placed = OrderPlaced.from_json(event.value)
-                jobs.append(RouteJob(placed.order_id, placed.correlation_id, job_id(event)))
-            await app.stage_service.route(jobs)
+    async for events in app.batches(stream):
+        jobs = []
+        for event in events:
+            placed = OrderPlaced.from_json(event.value)
+            jobs.append(RouteJob(placed.order_id, placed.correlation_id, job_id(event)))
+        await app.stage_service.route(jobs)
 
 
 async def _retry(stream: faust.StreamT[bytes]) -> None:

@@ -29,7 +29,7 @@ import os
 import socket
 import tempfile
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -271,7 +271,7 @@ class StageApp(faust.App, Generic[ServiceT]):
             broker_heartbeat_interval=1.0,
         )
         self.fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
-        self.batch_wait_s = settings.stage_batch_wait_ms / 1000  # an agent's `take_batches(..., within)`
+        self.batch_wait_s = settings.stage_batch_wait_ms / 1000  # how long an agent's batch waits to fill
         self._stage_name = stage
         self._stage_settings = settings
         self._stage_build = build
@@ -287,20 +287,21 @@ class StageApp(faust.App, Generic[ServiceT]):
         self.processed = 0  # messages the stage's agents have taken; the watchdog's sign of life
         self.healthy = True
 
-    @contextmanager
-    def batch(self, events: Sequence[faust.EventT]) -> Iterator[None]:
-        """Around an agent's work on one batch: counts it for the watchdog and measures where a message's
-        time goes before it is handled: waiting to reach the agent, then the batch's own work."""
-        self.processed += len(events)
+    async def batches(self, stream: faust.StreamT[Any]) -> AsyncGenerator[list[faust.EventT[Any]], None]:
+        """An agent's batches (`take_batches`, STAGE_BATCH_SIZE and STAGE_BATCH_WAIT_MS), each counted for
+        the watchdog and measured: how long its messages waited to reach the agent, then the agent's own
+        work on it (until it asks for the next batch)."""
         stage = self._stage_name
-        STAGE_BATCH_MESSAGES.labels(stage).observe(len(events))
         received = STAGE_RECEIVE_DELAY_SECONDS.labels(stage)
-        now = time.time()
-        for event in events:
-            if event.message.timestamp is not None:
-                received.observe(max(0.0, now - event.message.timestamp))
-        with STAGE_BATCH_SECONDS.labels(stage).time():
-            yield
+        async for events in take_batches(stream, self._stage_settings.stage_batch_size, self.batch_wait_s):
+            self.processed += len(events)
+            STAGE_BATCH_MESSAGES.labels(stage).observe(len(events))
+            now = time.time()
+            for event in events:
+                if event.message.timestamp is not None:
+                    received.observe(max(0.0, now - event.message.timestamp))
+            with STAGE_BATCH_SECONDS.labels(stage).time():
+                yield events
 
     def _new_transport(self) -> faust.types.TransportT:
         return PromptTransport(self.conf.broker_consumer, self)
