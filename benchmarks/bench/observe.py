@@ -283,7 +283,12 @@ async def sent_times(servers: list[str], topic: str, partitions: int) -> dict[st
 
 LAG = "kafka_consumer_lag_messages"
 IN_FLIGHT = "executor_swaps_in_flight"
-BATCH_HISTOGRAMS = ("stage_receive_delay_seconds", "stage_batch_messages", "stage_batch_seconds")
+BATCH_HISTOGRAMS = (
+    "stage_receive_delay_seconds",
+    "stage_batch_messages",
+    "stage_batch_seconds",
+    "outbox_round_seconds",
+)
 
 
 @dataclass

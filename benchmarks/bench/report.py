@@ -62,6 +62,9 @@ def print_load(report: dict[str, Any]) -> None:
         f" ({report['refusals_429_with_retry_after']:,} of {report['refusals_429']:,} 429s with Retry-After)"
     )
     out(f"  refused      {counts(report['refusals'])}{with_ra if report['refusals_429'] else ''}")
+    if report.get("refusals_429_by_second"):
+        seconds = " ".join(f"{second}s:{n}" for second, n in report["refusals_429_by_second"].items())
+        out(f"  429s when    {seconds}   (second of the load: count)")
     out(f"  HTTP ms      {pcts(report['http_ms'])}; unanswered {report['unanswered']:,}")
     out(f"  e2e s, DB    {pcts(e2e['db_all_terminal'], 2)}   every accepted order that finished")
     out(f"  e2e s, conf  {pcts(e2e['db_confirmed'], 2)}   confirmed only")
@@ -91,11 +94,11 @@ def print_load(report: dict[str, Any]) -> None:
             ("stage_receive_delay_seconds", "produced → agent s"),
             ("stage_batch_messages", "batch size"),
             ("stage_batch_seconds", "batch s"),
+            ("outbox_round_seconds", "outbox round s"),
         ):
             h = figures.get(name) or {}
-            parts.append(
-                f"{label} mean {num(h.get('mean'), 3)} p50≤{num(h.get('p50_le'))} p99≤{num(h.get('p99_le'))}"
-            )
+            mean, p50, p99 = (num(h.get(k), 3) for k in ("mean", "p50_le", "p99_le"))
+            parts.append(f"{label} mean {mean} p50≤{p50} p99≤{p99}")
         out(f"  {stage:<12} " + " · ".join(parts))
     gen = report["generator"]
     out(f"  generator    send lag ms {pcts(gen['send_lag_ms'])}; CPU {gen['cpu_s']} s")

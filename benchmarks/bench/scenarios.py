@@ -171,6 +171,7 @@ def summarize_load(
         "refusals": stats.refusals((s.status, s.code) for s in sent),
         "refusals_429_with_retry_after": sum(s.retry_after for s in refused_429),
         "refusals_429": len(refused_429),
+        "refusals_429_by_second": stats.by_second(s.at - start for s in refused_429),
         "http_ms": stats.summary(answered, 1000),
         "unanswered": len(sent) - len(answered),
         "generator": {

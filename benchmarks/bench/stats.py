@@ -126,5 +126,12 @@ def bucket_bound(cumulative: Sequence[tuple[float, float]], q: float) -> float |
     return next(bound for bound, count in cumulative if count >= wanted)
 
 
+def by_second(offsets: Iterable[float]) -> dict[int, int]:
+    """How many of the offsets (s from the start of the load) fell in each whole second, in order: when
+    refusals happened (a burst at the start is admission warming up, a steady share is capacity)."""
+    counts = Counter(int(offset) for offset in offsets)
+    return dict(sorted(counts.items()))
+
+
 def share(part: int, whole: int) -> float | None:
     return round(100 * part / whole, 2) if whole else None

@@ -37,7 +37,7 @@ from shared.messaging.kafka import CORRELATION_HEADER
 from shared.messaging.topics import ORDER_STATUS, TopicSpec
 from shared.runtime.config import Settings
 from shared.runtime.logging import get_logger
-from shared.runtime.metrics import OUTBOX_PARKED
+from shared.runtime.metrics import OUTBOX_PARKED, OUTBOX_ROUND_SECONDS
 from shared.runtime.tasks import cancel_and_wait
 from shared.store.db import FAILED, UNREACHABLE, exclusive
 
@@ -156,7 +156,10 @@ class Outbox:
                 batch.extend(self._queue.get_nowait())
             carried, acked_commands = acked_commands, []
             try:
-                acked_commands = await self._publish(batch, self._pool, carried=carried, defer_commands=True)
+                with OUTBOX_ROUND_SECONDS.time():
+                    acked_commands = await self._publish(
+                        batch, self._pool, carried=carried, defer_commands=True
+                    )
             except (KafkaError, TimeoutError, *FAILED) as exc:
                 # The rows stay in the table: the relay (or the next write of the same orders) sends them.
                 logger.warning("outbox.send_failed", rows=len(batch), error=repr(exc))

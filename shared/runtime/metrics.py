@@ -69,6 +69,12 @@ WS_EVENTS_DELIVERED = Counter("ws_events_delivered_total", "Status events sent t
 WS_DELIVERY_SECONDS = Histogram(
     "ws_delivery_seconds", "From an event's time to its send on a WebSocket.", buckets=LATENCY_BUCKETS
 )
+OUTBOX_ROUND_SECONDS = Histogram(
+    "outbox_round_seconds",
+    "One send round of this process's outbox (events sent, acknowledged and deleted, then commands): rows"
+    " committed meanwhile wait for the next round.",
+    buckets=LATENCY_BUCKETS,
+)
 OUTBOX_PARKED = Counter(
     "outbox_rows_parked_total",
     "Outbox rows Kafka refused for good (too large, invalid topic), parked instead of retried: alert on any.",

@@ -10,6 +10,7 @@ import pytest
 from benchmarks.bench import report
 from benchmarks.bench.stats import (
     bucket_bound,
+    by_second,
     error_code,
     hops,
     outcome,
@@ -134,3 +135,9 @@ def test_bucket_bound_is_the_upper_bound_of_the_bucket_holding_the_quantile() ->
     assert bucket_bound(cumulative, 0.99) == 1.0
     assert bucket_bound(cumulative, 1.0) == float("inf")
     assert bucket_bound([(0.1, 0.0), (float("inf"), 0.0)], 0.5) is None
+
+
+def test_refusals_are_counted_per_second_of_the_load_in_order() -> None:
+    assert by_second([3.9, 0.2, 0.7, 12.0, 3.1]) == {0: 2, 3: 2, 12: 1}
+    assert list(by_second([5.5, 0.1])) == [0, 5]
+    assert by_second([]) == {}
