@@ -126,11 +126,12 @@ def bucket_bound(cumulative: Sequence[tuple[float, float]], q: float) -> float |
     return next(bound for bound, count in cumulative if count >= wanted)
 
 
-def by_second(offsets: Iterable[float]) -> dict[int, int]:
-    """How many of the offsets (s from the start of the load) fell in each whole second, in order: when
-    refusals happened (a burst at the start is admission warming up, a steady share is capacity)."""
+def by_second(offsets: Iterable[float]) -> dict[str, int]:
+    """How many of the offsets (s from the start of the load) fell in each whole second, in order, keyed by
+    the second as text (the JSON file's keys): when refusals happened (a burst at the start is admission
+    warming up, a steady share is capacity)."""
     counts = Counter(int(offset) for offset in offsets)
-    return dict(sorted(counts.items()))
+    return {str(second): n for second, n in sorted(counts.items())}
 
 
 def share(part: int, whole: int) -> float | None:
