@@ -288,15 +288,19 @@ BATCH_HISTOGRAMS = (
     "stage_batch_messages",
     "stage_batch_seconds",
     "outbox_round_seconds",
+    "group_commit_wait_seconds",
+    "group_commit_flush_seconds",
+    "group_commit_batch_items",
 )
 
 
 @dataclass
 class Watch:
-    """Samples the groups and scrapes the stage metrics every `interval` s until stopped."""
+    """Samples the groups and scrapes the services' metrics (ingress's and the stages') every `interval` s
+    until stopped."""
 
     groups: list[Group]
-    stages: dict[str, str]  # stage name → its /metrics URL
+    stages: dict[str, str]  # service name → its /metrics URL
     kafka: GroupLag | None = None
     interval: float = 1.0
     lag: dict[str, Series] = field(default_factory=dict)  # the engine's gauge, per stage
@@ -315,7 +319,8 @@ class Watch:
             return
         self.last_scrape[stage] = text
         found = parse_metrics(text, (LAG, IN_FLIGHT))
-        self.lag.setdefault(stage, Series()).add(found[LAG])
+        if found[LAG]:  # ingress consumes nothing
+            self.lag.setdefault(stage, Series()).add(found[LAG])
         if stage == "executor" or found[IN_FLIGHT]:
             self.in_flight.add(found[IN_FLIGHT])
 

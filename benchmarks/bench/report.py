@@ -95,8 +95,13 @@ def print_load(report: dict[str, Any]) -> None:
             ("stage_batch_messages", "batch size"),
             ("stage_batch_seconds", "batch s"),
             ("outbox_round_seconds", "outbox round s"),
+            ("group_commit_wait_seconds", "write wait s"),
+            ("group_commit_flush_seconds", "flush s"),
+            ("group_commit_batch_items", "flush size"),
         ):
             h = figures.get(name) or {}
+            if not h.get("count"):
+                continue
             mean, p50, p99 = (num(h.get(k), 3) for k in ("mean", "p50_le", "p99_le"))
             parts.append(f"{label} mean {mean} p50≤{p50} p99≤{p99}")
         out(f"  {stage:<12} " + " · ".join(parts))

@@ -87,6 +87,7 @@ def stack_groups(stack: Stack) -> list[Group]:
 def stage_metrics(stack: Stack) -> dict[str, str]:
     s = stack.settings
     return {
+        "ingress": f"http://127.0.0.1:{s.ingress_port}/metrics",
         "router": f"http://127.0.0.1:{s.router_metrics_port}/metrics",
         "executor": f"http://127.0.0.1:{s.executor_metrics_port}/metrics",
     }

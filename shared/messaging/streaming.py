@@ -474,6 +474,7 @@ class StageApp(faust.App, Generic[ServiceT]):
         # mode's worker replaces the root handlers: hand it ours and an empty config to apply.
         self.conf.loghandlers = [configure_logging(self._stage_name, self._stage_settings.log_level)]
         tune_gc(self._stage_settings.gc_threshold)
+        os.nice(self._stage_settings.stage_nice)  # before faust starts its consumer thread: it inherits this
         faust.Worker(
             self,
             loglevel=self._stage_settings.log_level,

@@ -187,6 +187,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Allocations between young-generation garbage collections (CPython's default is 700).",
     )
+    stage_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness the router and executor add to themselves at start: where they share cores with"
+        " ingress, ingress's answers go first (the stages' work has seconds of slack). 0 turns it off.",
+    )
     watchdog_stall_ms: int = Field(
         30000, ge=100, description="Unhealthy when messages wait but none was processed for this long."
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+WRITE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32)
 
 ORDERS_ACCEPTED = Counter("orders_accepted_total", "Orders accepted by ingress (answered 202).")
@@ -43,6 +44,25 @@ STAGE_RECEIVE_DELAY_SECONDS = Histogram(
     "From a message's produce time (its Kafka timestamp) to its batch reaching the stage's agent.",
     ["stage"],
     buckets=STAGE_BUCKETS,
+)
+GROUP_COMMIT_WAIT_SECONDS = Histogram(
+    "group_commit_wait_seconds",
+    "From a write's submit to its answer (queued behind the running flush, then its own): what a caller of a"
+    " group-committed writer waits.",
+    ["writer"],
+    buckets=WRITE_BUCKETS,
+)
+GROUP_COMMIT_FLUSH_SECONDS = Histogram(
+    "group_commit_flush_seconds",
+    "One flush of a group-committed writer: its statement, commit and the hand-over of its outbox rows.",
+    ["writer"],
+    buckets=WRITE_BUCKETS,
+)
+GROUP_COMMIT_BATCH_ITEMS = Histogram(
+    "group_commit_batch_items",
+    "Writes one flush of a group-committed writer carried.",
+    ["writer"],
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500),
 )
 END_TO_END_SECONDS = Histogram(
     "order_end_to_end_seconds", "From creation to a final status.", ["status"], buckets=STAGE_BUCKETS

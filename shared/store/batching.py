@@ -11,6 +11,7 @@ one at a time, so a caller's next write always follows its previous one.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -18,6 +19,11 @@ from typing import Generic, TypeVar
 import asyncpg
 
 from shared.messaging.outbox import Outbox, OutboxRow
+from shared.runtime.metrics import (
+    GROUP_COMMIT_BATCH_ITEMS,
+    GROUP_COMMIT_FLUSH_SECONDS,
+    GROUP_COMMIT_WAIT_SECONDS,
+)
 from shared.runtime.tasks import cancel_and_wait
 
 ItemT = TypeVar("ItemT")
@@ -53,6 +59,9 @@ class GroupCommit(Generic[ItemT, ResultT]):
         self._queue: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._waited = GROUP_COMMIT_WAIT_SECONDS.labels(name)
+        self._flushed = GROUP_COMMIT_FLUSH_SECONDS.labels(name)
+        self._items = GROUP_COMMIT_BATCH_ITEMS.labels(name)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"group-commit-{self._name}")
@@ -74,7 +83,11 @@ class GroupCommit(Generic[ItemT, ResultT]):
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         self._wake.set()
-        return await future
+        submitted = time.perf_counter()
+        try:
+            return await future
+        finally:
+            self._waited.observe(time.perf_counter() - submitted)
 
     async def _run(self) -> None:
         while True:
@@ -86,11 +99,14 @@ class GroupCommit(Generic[ItemT, ResultT]):
                 await self._flush_batch(batch)
 
     async def _flush_batch(self, batch: list[tuple[ItemT, asyncio.Future[ResultT]]]) -> None:
+        self._items.observe(len(batch))
+        started = time.perf_counter()
         try:
             async with self._pool.acquire() as conn:
                 flushed = await self._flush(conn, [item for item, _ in batch])
             if self._outbox is not None:
                 await self._outbox.publish(flushed.rows)
+            self._flushed.observe(time.perf_counter() - started)
         except asyncio.CancelledError:
             for _, future in batch:
                 if not future.done():

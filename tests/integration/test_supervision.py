@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from shared.runtime.cli import ROOT, render_supervisor_config
+from shared.runtime.config import Settings
 from tests.fixtures.orders import client_ip, order_body, wait_status
 from tests.fixtures.stack import Stack, running_stack, wait_for
 
@@ -97,6 +98,15 @@ async def test_a_killed_service_is_restarted_and_orders_still_finish(
     assert await wait_status(stack, await place(stack)) == "confirmed"
     before = {name: supervised.pid(name) for name in SERVICES}
     assert all(before.values()), before
+    # The stages yield the cores to ingress (STAGE_NICE), their consumer threads too; ingress does not.
+    priority = {name: os.getpriority(os.PRIO_PROCESS, pid) for name, pid in before.items()}
+    for stage in ("router", "executor"):
+        threads = [int(t.name) for t in Path(f"/proc/{before[stage]}/task").iterdir()]
+        assert len(threads) > 1, threads
+        assert {os.getpriority(os.PRIO_PROCESS, t) for t in threads} == {
+            priority["ingress"] + Settings().stage_nice
+        }, stage
+    assert priority["ingress"] == priority["notifier"] == os.getpriority(os.PRIO_PROCESS, 0)
 
     os.kill(before[victim], signal.SIGKILL)
 
