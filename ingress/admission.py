@@ -41,7 +41,7 @@ from shared.domain.errors import QueueFull, ServiceUnavailable
 from shared.messaging.outbox import SENDABLE
 from shared.runtime.config import Settings
 from shared.runtime.logging import get_logger
-from shared.runtime.metrics import ADMISSION_EXPECTED_WAIT, STAGE_BACKLOG
+from shared.runtime.metrics import ADMISSION_EXPECTED_WAIT, ADMISSION_REFUSALS, STAGE_BACKLOG
 from shared.runtime.tasks import cancel_and_wait
 from shared.store.db import FAILED
 from shared.store.orders import OPEN_ORDER_SQL
@@ -154,6 +154,7 @@ class Admission:
         (429, before any Redis or Postgres call): when ingress itself is the slowest stage, its queue stays
         short and the refusal fast."""
         if self._in_flight >= self._max_in_flight:
+            ADMISSION_REFUSALS.labels("in_flight").inc()
             raise QueueFull(f"this ingress has {self._in_flight} orders in progress", retry_after=1)
         self._in_flight += 1
         try:
@@ -179,12 +180,15 @@ class Admission:
                     f"orders are not reaching Kafka ({sample.outbox_lag_s:.0f} s behind)"
                 )
             behind_s = sample.outbox_lag_s - self._max_outbox_lag_s
+            ADMISSION_REFUSALS.labels("publishing").inc()
             raise QueueFull(
                 f"publishing to Kafka is {sample.outbox_lag_s:.1f} s behind: the engine is saturated",
                 retry_after=min(math.ceil(behind_s), MAX_RETRY_AFTER_S),
             )
-        wait_s = max(sample.expected_wait_s(self._admitted_since + 1), sample.oldest_waiting_s)
+        expected_s = sample.expected_wait_s(self._admitted_since + 1)
+        wait_s = max(expected_s, sample.oldest_waiting_s)
         if wait_s > self._max_wait_s:
+            ADMISSION_REFUSALS.labels("expected_wait" if expected_s >= wait_s else "oldest_waiting").inc()
             raise QueueFull(
                 f"a new order would wait {wait_s:.1f} s for the pipeline (limit {self._max_wait_s:.0f} s)",
                 retry_after=min(math.ceil(wait_s - self._max_wait_s), MAX_RETRY_AFTER_S),

@@ -283,6 +283,7 @@ async def sent_times(servers: list[str], topic: str, partitions: int) -> dict[st
 
 LAG = "kafka_consumer_lag_messages"
 IN_FLIGHT = "executor_swaps_in_flight"
+REFUSALS = "admission_refusals_total"
 BATCH_HISTOGRAMS = (
     "stage_receive_delay_seconds",
     "stage_batch_messages",
@@ -375,6 +376,13 @@ class Watch:
             "stage_batches": {
                 stage: {name: histogram(text, name) for name in BATCH_HISTOGRAMS}
                 for stage, text in self.last_scrape.items()
+            },
+            "admission_refusals": {
+                labels.removeprefix("reason="): count
+                for labels, count in parse_metrics(self.last_scrape.get("ingress", ""), (REFUSALS,))[
+                    REFUSALS
+                ].items()
+                if count
             },
             "scrape_errors": self.scrape_errors,
         }

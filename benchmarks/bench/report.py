@@ -65,6 +65,9 @@ def print_load(report: dict[str, Any]) -> None:
     if report.get("refusals_429_by_second"):
         seconds = " ".join(f"{second}s:{n}" for second, n in report["refusals_429_by_second"].items())
         out(f"  429s when    {seconds}   (second of the load: count)")
+    if report.get("admission_refusals"):
+        why = " ".join(f"{reason}:{n:,.0f}" for reason, n in sorted(report["admission_refusals"].items()))
+        out(f"  429s why     {why}   (admission_refusals_total of the first ingress)")
     out(f"  HTTP ms      {pcts(report['http_ms'])}; unanswered {report['unanswered']:,}")
     out(f"  e2e s, DB    {pcts(e2e['db_all_terminal'], 2)}   every accepted order that finished")
     out(f"  e2e s, conf  {pcts(e2e['db_confirmed'], 2)}   confirmed only")

@@ -83,6 +83,13 @@ STAGE_BACKLOG = Gauge(
 ADMISSION_EXPECTED_WAIT = Gauge(
     "admission_expected_wait_seconds", "How long a new order would wait for the pipeline (admission's view)."
 )
+ADMISSION_REFUSALS = Counter(
+    "admission_refusals_total",
+    "POSTs admission refused (429 queue_full), by why: in_flight (this ingress at ADMISSION_MAX_IN_FLIGHT),"
+    " expected_wait (the stages' backlog against their capacity), oldest_waiting (an order waited that"
+    " long), publishing (the outbox behind).",
+    ["reason"],
+)
 SWAPS_IN_FLIGHT = Gauge("executor_swaps_in_flight", "Swaps started and not yet settled in this process.")
 WS_CONNECTIONS = Gauge("ws_connections_open", "Open WebSocket connections on this notifier.")
 WS_EVENTS_DELIVERED = Counter("ws_events_delivered_total", "Status events sent to WebSocket clients.")

@@ -6,6 +6,7 @@ import time
 from dataclasses import replace
 
 import pytest
+from prometheus_client import REGISTRY
 
 from ingress.admission import MAX_RETRY_AFTER_S, Admission, Sample, Stage
 from shared.domain.errors import QueueFull, ServiceUnavailable
@@ -98,3 +99,45 @@ def test_publishing_behind_is_503_if_kafka_is_away_and_429_if_the_engine_is_only
         admission.precheck()
     if kafka_answers:
         assert isinstance(refused.value, QueueFull) and refused.value.retry_after == 4  # ceil(9 - 5.5)
+
+
+def refusals(reason: str) -> float:
+    return REGISTRY.get_sample_value("admission_refusals_total", {"reason": reason}) or 0.0
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected_wait_s", "oldest_waiting_s", "outbox_lag_s"),
+    [
+        ("expected_wait", 20.0, 12.0, 0.0),
+        ("oldest_waiting", 0.0, 12.0, 0.0),
+        ("publishing", 0.0, 0.0, 9.0),
+    ],
+)
+def test_each_refusal_is_counted_under_why_it_was_made(
+    reason: str, expected_wait_s: float, oldest_waiting_s: float, outbox_lag_s: float
+) -> None:
+    """An operator who sees 429s asks which limit said no: the counter says, one refusal at a time."""
+    admission = Admission(
+        Settings(admission_max_wait_ms=10_000, outbox_relay_grace_ms=500, dependency_timeout_ms=5000),
+        pool=None,
+    )
+    backlog = round(expected_wait_s * 4)  # the executor drains 4 a second past its 10 slots
+    admission._sample = replace(
+        sample(open_=10 + backlog),
+        at=time.monotonic(),
+        oldest_waiting_s=oldest_waiting_s,
+        outbox_lag_s=outbox_lag_s,
+    )
+    before = {r: refusals(r) for r in ("expected_wait", "oldest_waiting", "publishing", "in_flight")}
+    with pytest.raises(QueueFull):
+        admission.precheck()
+    after = {r: refusals(r) for r in before}
+    assert {r: after[r] - before[r] for r in before} == {r: float(r == reason) for r in before}
+
+
+def test_a_refusal_for_posts_in_progress_is_counted_as_in_flight() -> None:
+    admission = Admission(Settings(admission_max_in_flight=1), pool=None)
+    before = refusals("in_flight")
+    with admission.in_progress(), pytest.raises(QueueFull), admission.in_progress():
+        pass
+    assert refusals("in_flight") - before == 1.0
