@@ -20,10 +20,14 @@ Ingress itself can be the slowest stage: a process with ADMISSION_MAX_IN_FLIGHT 
 the next at once.
 
 Publishing more than OUTBOX_RELAY_GRACE_MS + DEPENDENCY_TIMEOUT_MS behind refuses too: accepted orders would
-not move. Why decides the answer. The sampler then asks Kafka for its metadata: a broker that does not answer
-is an outage, 503 `service_unavailable`; one that answers means the senders are behind (a saturated machine),
-which is overload, 429 `queue_full` with the time to catch up. No sample for as long (Postgres unreachable)
-is 503 too.
+not move. Before that, from ADMISSION_SHED_PUBLISH_LAG_MS behind, a share of new POSTs is refused, growing
+with the lag from none to all: a saturated machine sheds load while its outbox is a second or two behind,
+instead of accepting everything until it is five behind and then refusing everything until it catches up
+(which left accepted orders 10-12 s end to end, docs/performance.md). Past the limit, why decides the
+answer. The sampler then asks Kafka for its metadata: a broker that does not answer is an outage, 503
+`service_unavailable`; one that answers means the senders are behind (a saturated machine), which is
+overload, 429 `queue_full` with the time to catch up. No sample for as long (Postgres unreachable) is 503
+too.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -85,7 +90,7 @@ class Sample:
     executor: Stage
     oldest_waiting_s: float
     outbox_lag_s: float
-    kafka_answers: bool = True  # asked only when publishing is behind
+    kafka_answers: bool = True  # asked only when publishing is behind (past the shedding lag)
 
     def expected_wait_s(self, admitted_since: int) -> float:
         return self.router.wait_s(self.routing + admitted_since) + self.executor.wait_s(
@@ -127,6 +132,8 @@ class Admission:
         self._timeout_s = settings.dependency_timeout_ms / 1000
         self._max_wait_s = settings.admission_max_wait_ms / 1000
         self._max_outbox_lag_s = (settings.outbox_relay_grace_ms + settings.dependency_timeout_ms) / 1000
+        self._shed_outbox_lag_s = min(settings.admission_shed_publish_lag_ms / 1000, self._max_outbox_lag_s)
+        self._draw = random.Random().random  # which POSTs a shed refuses
         # Until a stage's processes say otherwise: one process at its configured slots, its worst job time.
         self._assumed = {
             "router": Stage("router", settings.router_concurrency, settings.quote_timeout_ms / 1000, 0.0),
@@ -165,12 +172,13 @@ class Admission:
     def check(self) -> None:
         """Raise ServiceUnavailable if the pipeline cannot be measured or is not publishing, QueueFull if a
         new order could not start in time; else count the order as admitted."""
-        self.precheck()
+        self.precheck(shed=False)
         self._admitted_since += 1
 
-    def precheck(self) -> None:
+    def precheck(self, *, shed: bool = True) -> None:
         """`check` without counting the order: what a POST asks first, before it costs a Redis call or a
-        body's parsing, so that under overload a refusal is the cheapest answer the ingress gives."""
+        body's parsing, so that under overload a refusal is the cheapest answer the ingress gives. Only this
+        first question sheds a share of the load (`check` asking again would refuse that share twice)."""
         sample = self._sample
         if sample is None or time.monotonic() - sample.at > self._interval_s + self._timeout_s:
             raise ServiceUnavailable(f"the order pipeline cannot be measured ({self._error})")
@@ -185,6 +193,18 @@ class Admission:
                 f"publishing to Kafka is {sample.outbox_lag_s:.1f} s behind: the engine is saturated",
                 retry_after=min(math.ceil(behind_s), MAX_RETRY_AFTER_S),
             )
+        # Only an engine that is behind sheds: with Kafka away it is an outage, which the rule above answers
+        # (503) once the relay's grace is over.
+        if shed and sample.kafka_answers and sample.outbox_lag_s > self._shed_outbox_lag_s:
+            share = (sample.outbox_lag_s - self._shed_outbox_lag_s) / max(
+                self._max_outbox_lag_s - self._shed_outbox_lag_s, 0.001
+            )
+            if self._draw() < share:
+                ADMISSION_REFUSALS.labels("publishing").inc()
+                raise QueueFull(
+                    f"publishing to Kafka is {sample.outbox_lag_s:.1f} s behind: the engine sheds load",
+                    retry_after=max(1, math.ceil(sample.outbox_lag_s - self._shed_outbox_lag_s)),
+                )
         expected_s = sample.expected_wait_s(self._admitted_since + 1)
         wait_s = max(expected_s, sample.oldest_waiting_s)
         if wait_s > self._max_wait_s:
@@ -215,7 +235,7 @@ class Admission:
             executor=stages["executor"],
             oldest_waiting_s=row["oldest_waiting_s"],
             outbox_lag_s=row["outbox_lag_s"],
-            kafka_answers=row["outbox_lag_s"] <= self._max_outbox_lag_s or await self._kafka_answers(),
+            kafka_answers=row["outbox_lag_s"] <= self._shed_outbox_lag_s or await self._kafka_answers(),
         )
         self._sample, self._admitted_since = sample, 0
         STAGE_BACKLOG.labels("router").set(sample.routing)

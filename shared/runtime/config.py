@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         ge=0,
         description="Longest an accepted order may be expected to wait for a stage; past it POST is 429.",
     )
+    admission_shed_publish_lag_ms: int = Field(
+        2000,
+        ge=0,
+        description="Publishing to Kafka this far behind refuses a share of new POSTs (429), growing to all"
+        " of them at OUTBOX_RELAY_GRACE_MS + DEPENDENCY_TIMEOUT_MS behind.",
+    )
     admission_max_in_flight: int = Field(
         128, ge=1, description="POSTs one ingress process handles at once; past it POST is 429 at once."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 
@@ -141,3 +142,57 @@ def test_a_refusal_for_posts_in_progress_is_counted_as_in_flight() -> None:
     with admission.in_progress(), pytest.raises(QueueFull), admission.in_progress():
         pass
     assert refusals("in_flight") - before == 1.0
+
+
+def behind_by(lag_s: float, *, draw: float) -> Admission:
+    """An admission whose sample has publishing `lag_s` behind (shedding from 2 s, all refused past 5.5 s),
+    and whose draws for shedding all come out `draw`."""
+    settings = Settings(
+        admission_shed_publish_lag_ms=2000, outbox_relay_grace_ms=500, dependency_timeout_ms=5000
+    )
+    admission = Admission(settings, pool=None)
+    admission._sample = replace(sample(), at=time.monotonic(), outbox_lag_s=lag_s)
+    admission._draw = lambda: draw
+    return admission
+
+
+@pytest.mark.parametrize(
+    ("lag_s", "draw", "refused"),
+    [
+        (1.9, 0.0, False),  # under the shedding lag: nobody is refused, whatever the draw
+        (3.75, 0.49, True),  # halfway from 2 to 5.5 s: half the POSTs (the draws under 0.5)
+        (3.75, 0.51, False),
+        (5.4, 0.95, True),  # near the limit nearly all
+    ],
+)
+def test_publishing_behind_sheds_a_share_of_posts_that_grows_with_the_lag(
+    lag_s: float, draw: float, refused: bool
+) -> None:
+    admission = behind_by(lag_s, draw=draw)
+    if not refused:
+        admission.precheck()
+        return
+    before = refusals("publishing")
+    with pytest.raises(QueueFull) as refusal:
+        admission.precheck()
+    assert refusal.value.retry_after == math.ceil(lag_s - 2.0)
+    assert refusals("publishing") - before == 1.0
+
+
+def test_the_admission_of_an_order_past_its_first_question_is_not_shed_again() -> None:
+    """A POST is asked once whether it is shed (`precheck`); `check`, which counts it, does not draw again,
+    or a shed share of s would refuse 1 - (1 - s)^2 of the POSTs."""
+    admission = behind_by(3.75, draw=0.0)
+    with pytest.raises(QueueFull):
+        admission.precheck()
+    admission.check()  # the same sample and draw: admitted and counted
+    assert admission._admitted_since == 1
+
+
+def test_publishing_behind_with_kafka_away_sheds_nothing_until_it_is_an_outage() -> None:
+    """With the broker not answering the lag is an outage, not load: no 429 on the way; 503 past the limit
+    (test_publishing_behind_is_503_if_kafka_is_away_and_429_if_the_engine_is_only_behind)."""
+    admission = behind_by(5.0, draw=0.0)
+    assert admission._sample is not None
+    admission._sample = replace(admission._sample, kafka_answers=False)
+    admission.precheck()
