@@ -196,3 +196,13 @@ def test_publishing_behind_with_kafka_away_sheds_nothing_until_it_is_an_outage()
     assert admission._sample is not None
     admission._sample = replace(admission._sample, kafka_answers=False)
     admission.precheck()
+
+
+def test_a_shedding_lag_at_or_past_the_limit_turns_shedding_off() -> None:
+    settings = Settings(
+        admission_shed_publish_lag_ms=60_000, outbox_relay_grace_ms=500, dependency_timeout_ms=5000
+    )
+    admission = Admission(settings, pool=None)
+    admission._sample = replace(sample(), at=time.monotonic(), outbox_lag_s=5.4)
+    admission._draw = lambda: 0.0
+    admission.precheck()  # 5.4 s behind, under the 5.5 s limit: admitted whatever the draw
