@@ -27,6 +27,8 @@ from typing import Any
 
 import orjson
 
+from benchmarks.bench.report import num
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_PROCESSES = ("kafka", "redis")  # the box's servers: other users' work lands in their CPU too
 
@@ -35,17 +37,18 @@ SHARED_PROCESSES = ("kafka", "redis")  # the box's servers: other users' work la
 class Figure:
     key: str
     label: str
+    digits: int  # as the run line prints it
     higher_is_better: bool = False
 
 
 FIGURES = (
-    Figure("accepted", "accepted/s", higher_is_better=True),
-    Figure("http_p50", "HTTP p50 ms"),
-    Figure("http_p99", "HTTP p99 ms"),
-    Figure("e2e_p50", "e2e p50 s"),
-    Figure("e2e_p99", "e2e p99 s"),
-    Figure("cpu_ms", "CPU ms/order"),
-    Figure("write_wait_ms", "POST write wait ms"),
+    Figure("accepted", "accepted/s", 1, higher_is_better=True),
+    Figure("http_p50", "HTTP p50 ms", 1),
+    Figure("http_p99", "HTTP p99 ms", 1),
+    Figure("e2e_p50", "e2e p50 s", 2),
+    Figure("e2e_p99", "e2e p99 s", 2),
+    Figure("cpu_ms", "CPU ms/order", 2),
+    Figure("write_wait_ms", "POST write wait ms", 1),
 )
 
 
@@ -146,15 +149,9 @@ def run_once(tree: Path, side: Side, args: argparse.Namespace, out: Path) -> dic
     return figures(orjson.loads(out.read_bytes()), args.scenario)
 
 
-def num(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
-
-
 def print_run(side: Side, pair: int, found: dict[str, float | None]) -> None:
-    cells = " ".join(f"{f.label} {num(found.get(f.key))}," for f in FIGURES)
-    probe = f"probe {num(found['probe_before'])} → {num(found['probe_after'])} ms"
+    cells = " ".join(f"{f.label} {num(found.get(f.key), f.digits)}," for f in FIGURES)
+    probe = f"probe {num(found['probe_before'], 0)} → {num(found['probe_after'], 0)} ms"
     print(f"{side.name}{pair}  {cells} {probe}", flush=True)
 
 
@@ -162,7 +159,7 @@ def print_comparison(comparisons: list[Comparison]) -> None:
     print("\nfigure               B/A per pair                  median B/A  B better")
     for c in comparisons:
         ratios = " ".join(f"{r:.2f}" for r in c.ratios) or "-"
-        print(f"{c.figure.label:<20} {ratios:<29} {num(c.median):>10}  {c.better} of {len(c.ratios)}")
+        print(f"{c.figure.label:<20} {ratios:<29} {num(c.median, 2):>10}  {c.better} of {len(c.ratios)}")
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:

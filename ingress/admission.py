@@ -196,8 +196,9 @@ class Admission:
         # Only an engine that is behind sheds: with Kafka away it is an outage, which the rule above answers
         # (503) once the relay's grace is over.
         if shed and sample.kafka_answers and sample.outbox_lag_s > self._shed_outbox_lag_s:
-            share = (sample.outbox_lag_s - self._shed_outbox_lag_s) / max(
-                self._max_outbox_lag_s - self._shed_outbox_lag_s, 0.001
+            # lag <= the limit here (refused above otherwise), and lag > shed: the span is never 0
+            share = (sample.outbox_lag_s - self._shed_outbox_lag_s) / (
+                self._max_outbox_lag_s - self._shed_outbox_lag_s
             )
             if self._draw() < share:
                 ADMISSION_REFUSALS.labels("publishing").inc()

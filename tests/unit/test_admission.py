@@ -144,11 +144,11 @@ def test_a_refusal_for_posts_in_progress_is_counted_as_in_flight() -> None:
     assert refusals("in_flight") - before == 1.0
 
 
-def behind_by(lag_s: float, *, draw: float) -> Admission:
-    """An admission whose sample has publishing `lag_s` behind (shedding from 2 s, all refused past 5.5 s),
-    and whose draws for shedding all come out `draw`."""
+def behind_by(lag_s: float, *, draw: float, shed_ms: int = 2000) -> Admission:
+    """An admission whose sample has publishing `lag_s` behind (shedding from `shed_ms`, all refused past
+    5.5 s), and whose draws for shedding all come out `draw`."""
     settings = Settings(
-        admission_shed_publish_lag_ms=2000, outbox_relay_grace_ms=500, dependency_timeout_ms=5000
+        admission_shed_publish_lag_ms=shed_ms, outbox_relay_grace_ms=500, dependency_timeout_ms=5000
     )
     admission = Admission(settings, pool=None)
     admission._sample = replace(sample(), at=time.monotonic(), outbox_lag_s=lag_s)
@@ -199,10 +199,5 @@ def test_publishing_behind_with_kafka_away_sheds_nothing_until_it_is_an_outage()
 
 
 def test_a_shedding_lag_at_or_past_the_limit_turns_shedding_off() -> None:
-    settings = Settings(
-        admission_shed_publish_lag_ms=60_000, outbox_relay_grace_ms=500, dependency_timeout_ms=5000
-    )
-    admission = Admission(settings, pool=None)
-    admission._sample = replace(sample(), at=time.monotonic(), outbox_lag_s=5.4)
-    admission._draw = lambda: 0.0
+    admission = behind_by(5.4, draw=0.0, shed_ms=60_000)
     admission.precheck()  # 5.4 s behind, under the 5.5 s limit: admitted whatever the draw
