@@ -49,6 +49,7 @@ FIGURES = (
     Figure("e2e_p99", "e2e p99 s", 2),
     Figure("cpu_ms", "CPU ms/order", 2),
     Figure("write_wait_ms", "POST write wait ms", 1),
+    Figure("ingress_waited", "ingress waited/ran", 2),
 )
 
 
@@ -61,12 +62,15 @@ class Side:
 
 def figures(report: dict[str, Any], scenario: str) -> dict[str, float | None]:
     """One run's figures, from the bench's JSON: CPU per accepted order over the stack's own processes
-    (Kafka and Redis are shared), ingress's mean group-commit wait."""
+    (Kafka and Redis are shared), ingress's mean group-commit wait, and how long ingress waited for a core
+    per second it ran (the run queue: how contended the cores were for the POST's process)."""
     run = report["scenarios"][scenario]
     accepted = run["accepted"]["count"]
     cpu_s = sum(p["cpu_s"] for name, p in run["processes"].items() if not name.startswith(SHARED_PROCESSES))
     wait = run.get("stage_batches", {}).get("ingress", {}).get("group_commit_wait_seconds", {}).get("mean")
     e2e = run["e2e_s"]["db_all_terminal"]
+    ingress = run["processes"].get("ingress", {})
+    waited = ingress.get("cpu_wait_s")  # absent from runs before the bench measured it
     return {
         "accepted": run["accepted"]["rate"],
         "http_p50": run["http_ms"].get("p50"),
@@ -75,6 +79,9 @@ def figures(report: dict[str, Any], scenario: str) -> dict[str, float | None]:
         "e2e_p99": e2e.get("p99"),
         "cpu_ms": round(1000 * cpu_s / accepted, 3) if accepted else None,
         "write_wait_ms": None if wait is None else round(1000 * wait, 1),
+        "ingress_waited": round(waited / ingress["cpu_s"], 2)
+        if waited is not None and ingress["cpu_s"]
+        else None,
         "probe_before": run["cpu_probe_ms"][0],
         "probe_after": run["cpu_probe_ms"][1],
     }

@@ -1,6 +1,7 @@
 """What the bench watches while a scenario runs, from the outside and cheaply (one sample a second):
 
-- CPU seconds and peak RSS of each process group, from /proc/<pid>/stat and /proc/<pid>/status;
+- CPU seconds, seconds spent waiting for a core, and peak RSS of each process group, from /proc/<pid>/stat,
+  /proc/<pid>/task/*/schedstat and /proc/<pid>/status;
 - the stages' Prometheus metrics (the engine's consumer-lag gauge, swaps in flight), from their /metrics;
 - each consumer group's lag as Kafka itself knows it: log-end offsets minus the group's committed offsets,
   summed over the partitions of the topics the group consumes (the engine's own gauge is kept beside it);
@@ -54,6 +55,21 @@ class ProcSample:
     ticks: int  # utime + stime
     rss_kib: int  # resident: private anonymous memory for `private` groups, else VmRSS
     hwm_kib: int  # VmHWM: the process's own peak RSS
+    wait_ns: int = 0  # summed over its threads: time ready to run, waiting for a core (the run queue)
+
+
+def run_queue_wait_ns(pid: int) -> int:
+    """Nanoseconds the process's threads have spent runnable but not running (the second field of each
+    thread's schedstat; the process's own file covers its main thread only). On a machine whose cores are
+    all busy, this is how much of a process's latency is queueing for the CPU. A thread that has exited
+    takes its figure with it (the services' threads live as long as they do). 0 where the kernel keeps no
+    schedstats."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[1])
+    return total
 
 
 def read_proc(pid: int, private: bool = False) -> ProcSample | None:
@@ -70,7 +86,7 @@ def read_proc(pid: int, private: bool = False) -> ProcSample | None:
         if key in ("VmRSS", "VmHWM", "RssAnon"):
             values[key] = int(rest.split()[0])
     rss = values.get("RssAnon", 0) if private else values.get("VmRSS", 0)
-    return ProcSample(ticks, rss, values.get("VmHWM", 0))
+    return ProcSample(ticks, rss, values.get("VmHWM", 0), run_queue_wait_ns(pid))
 
 
 def children(pid: int) -> list[int]:
@@ -119,7 +135,7 @@ class Group:
     pids: Callable[[], list[int]]
     own: bool = False
     private: bool = False
-    first: dict[int, int] = field(default_factory=dict)
+    first: dict[int, ProcSample] = field(default_factory=dict)
     last: dict[int, ProcSample] = field(default_factory=dict)
     peak_kib: int = 0
     baseline_taken: bool = False
@@ -131,7 +147,7 @@ class Group:
             if got is None:
                 continue
             if pid not in self.first:
-                self.first[pid] = got.ticks if not self.baseline_taken else 0
+                self.first[pid] = got if not self.baseline_taken else ProcSample(0, 0, 0)
             self.last[pid] = got
             total += got.rss_kib
         self.peak_kib = max(self.peak_kib, total)
@@ -139,7 +155,11 @@ class Group:
 
     @property
     def cpu_s(self) -> float:
-        return sum(s.ticks - self.first.get(pid, 0) for pid, s in self.last.items()) / TICK
+        return sum(s.ticks - self.first[pid].ticks for pid, s in self.last.items()) / TICK
+
+    @property
+    def cpu_wait_s(self) -> float:
+        return sum(s.wait_ns - self.first[pid].wait_ns for pid, s in self.last.items()) / 1e9
 
     @property
     def peak_rss_mib(self) -> float:
@@ -151,6 +171,7 @@ class Group:
     def report(self) -> dict[str, float | int]:
         return {
             "cpu_s": round(self.cpu_s, 2),
+            "cpu_wait_s": round(self.cpu_wait_s, 2),
             "peak_rss_mib": round(self.peak_rss_mib, 1),
             "procs": len(self.last),
         }

@@ -43,9 +43,13 @@ def load_avg(report: dict[str, Any]) -> str:
 
 
 def processes(report: dict[str, Any]) -> None:
-    out(f"  {'process':<30} {'CPU s':>8} {'peak RSS MiB':>13} {'procs':>6}")
+    out(f"  {'process':<30} {'CPU s':>8} {'waited s':>9} {'peak RSS MiB':>13} {'procs':>6}")
     for name, figures in report.get("processes", {}).items():
-        out(f"  {name:<30} {figures['cpu_s']:>8.2f} {figures['peak_rss_mib']:>13.1f} {figures['procs']:>6}")
+        waited = figures.get("cpu_wait_s")  # absent from runs before it was measured
+        out(
+            f"  {name:<30} {figures['cpu_s']:>8.2f} {'' if waited is None else f'{waited:.2f}':>9}"
+            f" {figures['peak_rss_mib']:>13.1f} {figures['procs']:>6}"
+        )
 
 
 def print_load(report: dict[str, Any]) -> None:

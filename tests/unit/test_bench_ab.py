@@ -17,7 +17,7 @@ def report(*, accepted: int = 1000, rate: float = 500.0, wait_s: float | None = 
         "http_ms": {"p50": 20.0, "p99": 100.0},
         "e2e_s": {"db_all_terminal": {"p50": 3.3, "p99": 4.0}},
         "processes": {
-            "ingress": {"cpu_s": 1.0},
+            "ingress": {"cpu_s": 1.0, "cpu_wait_s": 1.6},
             "router": {"cpu_s": 1.5},
             "postgres (this db's backends)": {"cpu_s": 0.5},
             "kafka (shared)": {"cpu_s": 9.0},
@@ -34,6 +34,7 @@ def test_a_runs_cpu_per_order_counts_the_stacks_processes_and_not_the_shared_ser
     found = figures(report(accepted=1000), "b")
     assert found["cpu_ms"] == pytest.approx(3.0)  # (1.0 + 1.5 + 0.5) s / 1000 orders
     assert found["write_wait_ms"] == 20.0
+    assert found["ingress_waited"] == 1.6  # seconds in the run queue per second on a core
     assert (found["http_p99"], found["e2e_p99"], found["probe_before"]) == (100.0, 4.0, 85.0)
 
 
