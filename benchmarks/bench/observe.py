@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.bench import stats
 from shared.messaging.topics import GROUP_PREFIX
+from shared.runtime.cpu_wait import run_queue_wait_ns
 
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -56,20 +57,6 @@ class ProcSample:
     rss_kib: int  # resident: private anonymous memory for `private` groups, else VmRSS
     hwm_kib: int  # VmHWM: the process's own peak RSS
     wait_ns: int = 0  # summed over its threads: time ready to run, waiting for a core (the run queue)
-
-
-def run_queue_wait_ns(pid: int) -> int:
-    """Nanoseconds the process's threads have spent runnable but not running (the second field of each
-    thread's schedstat; the process's own file covers its main thread only). On a machine whose cores are
-    all busy, this is how much of a process's latency is queueing for the CPU. A thread that has exited
-    takes its figure with it (the services' threads live as long as they do). 0 where the kernel keeps no
-    schedstats."""
-    total = 0
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                total += int((task / "schedstat").read_text().split()[1])
-    return total
 
 
 def read_proc(pid: int, private: bool = False) -> ProcSample | None:

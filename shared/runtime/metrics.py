@@ -4,7 +4,9 @@ error code, topic/group; never an orderId."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+from shared.runtime.cpu_wait import CpuWaitCollector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 WRITE_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -110,3 +112,5 @@ CLOCK_OFFSET = Gauge(
     "clock_offset_seconds", "How far Postgres's clock, which this process follows, is ahead of the host's."
 )
 CLOCK_SYNCS = Counter("clock_syncs_total", "Measurements of the offset to Postgres's clock.")
+# process_cpu_wait_seconds_total: the time this process waited for a core (shared/runtime/cpu_wait.py).
+REGISTRY.register(CpuWaitCollector())
