@@ -40,15 +40,22 @@ def test_a_process_that_shares_its_core_is_seen_waiting_for_it() -> None:
     core = {min(os.sched_getaffinity(0))}
     before = os.sched_getaffinity(0)
     rival = subprocess.Popen(
-        [sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {core})\nwhile True: pass"]
+        [
+            sys.executable,
+            "-c",
+            f"import os\nos.sched_setaffinity(0, {core})\nprint(flush=True)\nwhile True: pass",
+        ],
+        stdout=subprocess.PIPE,
     )
     group = Group("this test", lambda: [os.getpid()], own=True)
     spun, release = threading.Event(), threading.Event()
+    busy = threading.Thread(target=_spin, args=(0.3, spun, release))
     try:
+        assert rival.stdout is not None
+        rival.stdout.readline()  # the rival spins on the core from now on
         os.sched_setaffinity(0, core)
         group.sample()
         exported_before = exported_wait_s()
-        busy = threading.Thread(target=_spin, args=(0.3, spun, release))
         busy.start()
         spun.wait()
         group.sample()
@@ -58,7 +65,8 @@ def test_a_process_that_shares_its_core_is_seen_waiting_for_it() -> None:
         os.sched_setaffinity(0, before)
         rival.kill()
         rival.wait()
-    busy.join()
+    if busy.is_alive():
+        busy.join()
     figures = group.report()
     assert figures["cpu_s"] >= 0.25
     assert figures["cpu_wait_s"] >= 0.1, figures
