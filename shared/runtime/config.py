@@ -197,7 +197,8 @@ class Settings(BaseSettings):
         10,
         ge=0,
         le=19,
-        description="Niceness the router and executor add to themselves at start: where they share cores with"
+        description="Niceness the router and executor add to themselves at start (and give their Postgres"
+        " backends, when Postgres is on this machine and the OS allows it): where they share cores with"
         " ingress, ingress's answers go first (the stages' work has seconds of slack). 0 turns it off.",
     )
     watchdog_stall_ms: int = Field(

@@ -15,6 +15,7 @@ import pytest
 
 from shared.runtime.cli import ROOT, render_supervisor_config
 from shared.runtime.config import Settings
+from shared.store.db import connect
 from tests.fixtures.orders import client_ip, order_body, wait_status
 from tests.fixtures.stack import Stack, running_stack, wait_for
 
@@ -80,6 +81,25 @@ async def ready(stack: Stack) -> None:
             await wait_for(answers, timeout=60, interval=0.2, what=f"/ready on {port}")
 
 
+async def backends_niceness(stack: Stack, pids: dict[str, int]) -> tuple[dict[str, set[int]], int]:
+    """The niceness of the Postgres backends that serve each named process's pool, and that of a backend
+    nobody reniced (this test's own connection's)."""
+    conn = await connect(stack.settings.database_url, jsonb=False)
+    try:
+        found = {
+            name: await conn.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = $1", f"order-engine pid {pid}"
+            )
+            for name, pid in pids.items()
+        }
+        untouched = os.getpriority(os.PRIO_PROCESS, conn.get_server_pid())
+    finally:
+        await conn.close()
+    return {
+        name: {os.getpriority(os.PRIO_PROCESS, r["pid"]) for r in rows} for name, rows in found.items()
+    }, untouched
+
+
 async def place(stack: Stack) -> str:
     async with httpx.AsyncClient(base_url=stack.base_url, timeout=15) as client:
         response = await client.post(
@@ -107,6 +127,16 @@ async def test_a_killed_service_is_restarted_and_orders_still_finish(
             priority["ingress"] + Settings().stage_nice
         }, stage
     assert priority["ingress"] == priority["notifier"] == os.getpriority(os.PRIO_PROCESS, 0)
+    # So does the SQL they send: their Postgres backends (the server is on this machine) run at their
+    # niceness, and ingress's at the server's own.
+    backends, untouched = await backends_niceness(stack, before)
+    assert untouched < priority["router"], untouched
+    assert backends == {
+        "router": {priority["router"]},
+        "executor": {priority["executor"]},
+        "ingress": {untouched},
+        "notifier": {untouched},
+    }
 
     os.kill(before[victim], signal.SIGKILL)
 
