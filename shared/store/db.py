@@ -114,7 +114,10 @@ def share_niceness(conn: asyncpg.Connection) -> None:
     if nice <= 0:
         return
     pid = conn.get_server_pid()
-    sockname = conn._transport.get_extra_info("sockname")  # asyncpg has no public accessor
+    transport = getattr(conn, "_transport", None)  # asyncpg has no public accessor for its socket
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    if sockname is None:  # which process serves us cannot be checked: leave every one alone
+        return
     try:
         if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
             return

@@ -4,10 +4,14 @@ how they are named."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
-from shared.store.db import connect_options, is_local_host, server_settings, tls_choice
+from shared.store.db import connect_options, is_local_host, server_settings, share_niceness, tls_choice
 
 BASE = "postgres://user:password@{host}/order_engine"
 
@@ -90,3 +94,75 @@ def test_pool_statements_keep_one_plan_unless_the_url_says_otherwise() -> None:
     assert "plan_cache_mode" not in server_settings(
         BASE.format(host="localhost") + "?plan_cache_mode=auto", {}
     )
+
+
+class Served:
+    """What `share_niceness` reads of a connection: its server process and its socket's address."""
+
+    def __init__(self, pid: int, sockname: object) -> None:
+        self._pid = pid
+        self._transport = self  # asyncpg keeps its socket's transport here
+        self._sockname = sockname
+
+    def get_server_pid(self) -> int:
+        return self._pid
+
+    def get_extra_info(self, name: str) -> object:
+        assert name == "sockname"
+        return self._sockname
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    """Processes that look like what /proc shows of a Postgres backend: named `postgres`, with a title."""
+    started: list[subprocess.Popen[bytes]] = []
+    postgres = tmp_path / "postgres"
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", postgres)
+
+    def start(
+        title: str = "postgres: user order_engine [local] idle", name: Path = postgres
+    ) -> subprocess.Popen[bytes]:
+        started.append(subprocess.Popen([title, "60"], executable=name))
+        return started[-1]
+
+    yield start
+    for process in started:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def at_nice_7(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process reads as niceness 7 (a stage's), whatever the test runner's own is."""
+    real = os.getpriority
+    monkeypatch.setattr(os, "getpriority", lambda which, who: 7 if who == 0 else real(which, who))
+
+
+def niceness(process: subprocess.Popen[bytes]) -> int:
+    return os.getpriority(os.PRIO_PROCESS, process.pid)
+
+
+@pytest.mark.usefixtures("at_nice_7")
+def test_the_backend_serving_the_connection_runs_at_our_niceness(
+    stand_in: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    unix = stand_in()
+    share_niceness(Served(unix.pid, ""))
+    assert niceness(unix) == 7
+    tcp = stand_in("postgres: user order_engine 127.0.0.1(50123) idle")
+    share_niceness(Served(tcp.pid, ("127.0.0.1", 50123)))
+    assert niceness(tcp) == 7
+
+
+@pytest.mark.usefixtures("at_nice_7")
+def test_a_process_not_proven_to_serve_the_connection_is_left_alone(
+    stand_in: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
+) -> None:
+    before = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    other_client = stand_in("postgres: user order_engine 127.0.0.1(50999) idle")
+    share_niceness(Served(other_client.pid, ("127.0.0.1", 50123)))
+    not_postgres = stand_in(name=Path(shutil.which("sleep") or "/bin/sleep"))
+    share_niceness(Served(not_postgres.pid, ""))
+    unknown_socket = stand_in()
+    share_niceness(Served(unknown_socket.pid, None))
+    assert [niceness(p) for p in (other_client, not_postgres, unknown_socket)] == [before] * 3
