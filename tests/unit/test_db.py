@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -123,6 +124,11 @@ def stand_in(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]
         title: str = "postgres: user order_engine [local] idle", name: Path = postgres
     ) -> subprocess.Popen[bytes]:
         started.append(subprocess.Popen([title, "60"], executable=name))
+        cmdline = Path(f"/proc/{started[-1].pid}/cmdline")
+        deadline = time.monotonic() + 10
+        while not cmdline.read_bytes().startswith(title.encode()):  # Popen may return before the exec
+            assert time.monotonic() < deadline, cmdline.read_bytes()
+            time.sleep(0.001)
         return started[-1]
 
     yield start
