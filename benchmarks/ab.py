@@ -28,9 +28,9 @@ from typing import Any
 import orjson
 
 from benchmarks.bench.report import num
+from benchmarks.bench.stats import cpu_ms_per_order
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_PROCESSES = ("kafka", "redis")  # the box's servers: other users' work lands in their CPU too
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,18 @@ FIGURES = (
     Figure("cpu_ms", "CPU ms/order", 2),
     Figure("write_wait_ms", "POST write wait ms", 1),
     Figure("ingress_waited", "ingress waited/ran", 2),
+    Figure("relay_ms", "relay p50 ms", 0),
+    Figure("to_router_ms", "to router p50 ms", 0),
+    Figure("relay_ex_ms", "relay ex p50 ms", 0),
+    Figure("to_executor_ms", "to executor p50 ms", 0),
+    Figure("extra_events", "extra events", 0),
 )
+HOP_FIGURES = {
+    "relay_ms": "relay",
+    "to_router_ms": "to router",
+    "relay_ex_ms": "relay ex",
+    "to_executor_ms": "to executor",
+}
 
 
 @dataclass(frozen=True)
@@ -62,11 +73,14 @@ class Side:
 
 def figures(report: dict[str, Any], scenario: str) -> dict[str, float | None]:
     """One run's figures, from the bench's JSON: CPU per accepted order over the stack's own processes
-    (Kafka and Redis are shared), ingress's mean group-commit wait, and how long ingress waited for a core
-    per second it ran (the run queue: how contended the cores were for the POST's process)."""
+    (Kafka and Redis are shared), ingress's mean group-commit wait, how long ingress waited for a core
+    per second it ran (the run queue: how contended the cores were for the POST's process), the median of
+    the hops between the stages (where a change of the outbox or of a stage's intake shows), and the status
+    events published beyond those written (copies sent again)."""
     run = report["scenarios"][scenario]
     accepted = run["accepted"]["count"]
-    cpu_s = sum(p["cpu_s"] for name, p in run["processes"].items() if not name.startswith(SHARED_PROCESSES))
+    hops = run["e2e_s"].get("hops", {})
+    extra = run.get("status_events", {}).get("extra")  # absent from runs before the bench counted them
     wait = run.get("stage_batches", {}).get("ingress", {}).get("group_commit_wait_seconds", {}).get("mean")
     e2e = run["e2e_s"]["db_all_terminal"]
     ingress = run["processes"].get("ingress", {})
@@ -77,14 +91,20 @@ def figures(report: dict[str, Any], scenario: str) -> dict[str, float | None]:
         "http_p99": run["http_ms"].get("p99"),
         "e2e_p50": e2e.get("p50"),
         "e2e_p99": e2e.get("p99"),
-        "cpu_ms": round(1000 * cpu_s / accepted, 3) if accepted else None,
+        "cpu_ms": cpu_ms_per_order(run["processes"], accepted)["stack"],
         "write_wait_ms": None if wait is None else round(1000 * wait, 1),
         "ingress_waited": round(waited / ingress["cpu_s"], 2)
         if waited is not None and ingress["cpu_s"]
         else None,
+        **{key: _ms(hops.get(hop, {}).get("p50")) for key, hop in HOP_FIGURES.items()},
+        "extra_events": extra,
         "probe_before": run["cpu_probe_ms"][0],
         "probe_after": run["cpu_probe_ms"][1],
     }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(1000 * seconds, 1)
 
 
 @dataclass(frozen=True)

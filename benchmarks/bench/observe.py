@@ -265,6 +265,17 @@ class GroupLag:
         return out
 
 
+async def published(servers: list[str], topic: str, partitions: int) -> int:
+    """Records on `topic` (a run's own, so its offsets start at 0): the sum of its partitions' end offsets."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
 async def sent_times(servers: list[str], topic: str, partitions: int) -> dict[str, float]:
     """When each key was first produced to `topic` (the record's CreateTime, set by the producer's send, in
     epoch seconds): read from the beginning to the end offsets as they stand now."""

@@ -112,9 +112,23 @@ def print_load(report: dict[str, Any]) -> None:
             mean, p50, p99 = (num(h.get(k), 3) for k in ("mean", "p50_le", "p99_le"))
             parts.append(f"{label} mean {mean} p50≤{p50} p99≤{p99}")
         out(f"  {stage:<12} " + " · ".join(parts))
+    events = report.get("status_events")  # absent from runs before the bench counted them
+    if events:
+        out(
+            f"  order.status {events['published']:,} events on the topic for {events['written']:,} written"
+            f" (extra {events['extra']:+,}: sent again, or if negative missing;"
+            f" outbox rows left {events['outbox_left']:,})"
+        )
     gen = report["generator"]
     out(f"  generator    send lag ms {pcts(gen['send_lag_ms'])}; CPU {gen['cpu_s']} s")
     processes(report)
+    per_order = report.get("cpu_ms_per_order")
+    if per_order:
+        out(
+            f"  CPU ms per accepted order: {num(per_order['services'], 2)} the four services,"
+            f" {num(per_order['stack'], 2)} with the proxy and Postgres, {num(per_order['all'], 2)} with"
+            " Kafka and Redis"
+        )
     out()
 
 

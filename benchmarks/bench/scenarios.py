@@ -18,8 +18,8 @@ import orjson
 
 from benchmarks.bench import stats
 from benchmarks.bench.loadgen import Followed, Load, LoadPlan, Sent
-from benchmarks.bench.observe import Group, GroupLag, Watch, find, sent_times, with_children
-from shared.messaging.topics import ORDERS, ORDERS_EXECUTE
+from benchmarks.bench.observe import Group, GroupLag, Watch, find, published, sent_times, with_children
+from shared.messaging.topics import ORDER_STATUS, ORDERS, ORDERS_EXECUTE
 from tests.fixtures.orders import fetch, open_orders, order_body
 from tests.fixtures.stack import Stack, running_stack
 
@@ -35,6 +35,9 @@ PROFILE = {
     "TOPIC_PARTITIONS": "6",
     "ADMISSION_MAX_WAIT_MS": "10000",  # the production default (the test stacks raise it)
 }
+
+
+OUTBOX_DRAIN_S = 10.0  # longest wait, once every order is finished, for their last events to leave the outbox
 
 
 @dataclass(frozen=True)
@@ -108,11 +111,22 @@ async def drain(stack: Stack, limit_s: float) -> tuple[float, int]:
 async def order_rows(stack: Stack) -> dict[str, dict[str, Any]]:
     rows = await fetch(
         stack.settings,
-        "SELECT id::text AS id, status::text AS status, error, failure_reason,"
+        "SELECT id::text AS id, status::text AS status, seq, error, failure_reason,"
         " extract(epoch FROM created_at)::float8 AS created,"
         " extract(epoch FROM updated_at)::float8 AS updated FROM orders",
     )
     return {r["id"]: dict(r) for r in rows}
+
+
+async def outbox_drained(stack: Stack, limit_s: float) -> int:
+    """Wait until the stack's outbox is empty (an order's last event leaves it just after its row commits),
+    at most `limit_s`; returns the rows left (a parked row stays for good)."""
+    started = time.monotonic()
+    while True:
+        left = int((await fetch(stack.settings, "SELECT count(*) AS n FROM outbox"))[0]["n"])
+        if left == 0 or time.monotonic() - started >= limit_s:
+            return left
+        await asyncio.sleep(0.2)
 
 
 async def order_events(stack: Stack) -> dict[str, list[tuple[str, float]]]:
@@ -136,6 +150,7 @@ def summarize_load(
     events: dict[str, list[tuple[str, float]]],
     sends: dict[str, dict[str, float]],
     generator_cpu_s: float,
+    status_events: dict[str, int],
 ) -> dict[str, Any]:
     """The figures of one load scenario: rates, refusals, latencies, outcomes of every accepted order."""
     duration = scenario.count / scenario.rate
@@ -196,6 +211,7 @@ def summarize_load(
         "outcomes": outcome_counts,
         "confirmed_pct": stats.share(outcome_counts.get("confirmed", 0), len(accepted_ids)),
         "orders_in_db_not_acknowledged": len(set(rows) - set(accepted_ids)),
+        "status_events": status_events,
     }
 
 
@@ -223,6 +239,7 @@ async def run_load_scenario(scenario: LoadScenario, generator: Generator) -> dic
             drained_s, still_open = await drain(stack, scenario.drain_s)
             followed = await load.follows()
         await watch.stop()
+        outbox_left = await outbox_drained(stack, OUTBOX_DRAIN_S)
         rows = await order_rows(stack)
         events = await order_events(stack)
         sends = {
@@ -233,9 +250,23 @@ async def run_load_scenario(scenario: LoadScenario, generator: Generator) -> dic
             )
             for topic in (ORDERS, ORDERS_EXECUTE)
         }
+        on_status = await published(
+            stack.settings.kafka_servers,
+            stack.settings.topic(ORDER_STATUS.name),
+            stack.settings.topic_partitions,
+        )
     report = summarize_load(
-        scenario, load.result.start, sent, followed, rows, events, sends, load.result.cpu_s
+        scenario,
+        load.result.start,
+        sent,
+        followed,
+        rows,
+        events,
+        sends,
+        load.result.cpu_s,
+        stats.status_events(on_status, (row["seq"] for row in rows.values()), outbox_left),
     )
     report["drain"] = {"waited_s": round(drained_s, 1), "still_open": still_open, "limit_s": scenario.drain_s}
     report.update(watch.report())
+    report["cpu_ms_per_order"] = stats.cpu_ms_per_order(report["processes"], report["accepted"]["count"])
     return report

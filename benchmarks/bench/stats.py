@@ -23,6 +23,8 @@ HOPS = {
 }
 """Where an order's end-to-end time goes: each hop runs from one event's `at` to the next one's."""
 PERCENTILES = (50, 95, 99)
+SERVICES = ("ingress", "router", "executor", "notifier")  # replicas are `ingress-2`, ...
+SHARED = ("kafka", "redis")  # the box's servers: other users' work lands in their CPU too
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -136,3 +138,33 @@ def by_second(offsets: Iterable[float]) -> dict[str, int]:
 
 def share(part: int, whole: int) -> float | None:
     return round(100 * part / whole, 2) if whole else None
+
+
+def cpu_ms_per_order(processes: Mapping[str, Mapping[str, Any]], orders: int) -> dict[str, float | None]:
+    """CPU milliseconds per order over three scopes of a run's process groups: `services`, the four Python
+    services (the scope of the seed's ~25 ms, docs/performance.md); `stack`, every process of this run's
+    stack (the services, the proxy and this database's Postgres backends: what two versions of the engine
+    are compared on); `all`, the shared Kafka and Redis too. None without orders."""
+    scopes = {
+        "services": [p for name, p in processes.items() if name.partition("-")[0] in SERVICES],
+        "stack": [p for name, p in processes.items() if not name.startswith(SHARED)],
+        "all": list(processes.values()),
+    }
+    return {
+        scope: round(1000 * sum(p["cpu_s"] for p in members) / orders, 3) if orders else None
+        for scope, members in scopes.items()
+    }
+
+
+def status_events(published: int, seqs: Iterable[int], outbox_left: int) -> dict[str, int]:
+    """What reached `order.status` against what the orders' rows say was written. Every event has a seq and
+    an order's events are seq 1..n, so the rows wrote `sum(seq)` events; `extra` is published less that:
+    copies sent again (the outbox's at-least-once send, which readers drop by seq), or, if negative, events
+    not on the topic (still in the outbox: `outbox_left`, or lost)."""
+    written = sum(seqs)
+    return {
+        "published": published,
+        "written": written,
+        "extra": published - written,
+        "outbox_left": outbox_left,
+    }

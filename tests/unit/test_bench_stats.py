@@ -12,12 +12,14 @@ from benchmarks.bench import report
 from benchmarks.bench.stats import (
     bucket_bound,
     by_second,
+    cpu_ms_per_order,
     error_code,
     hops,
     outcome,
     outcomes,
     percentile,
     refusals,
+    status_events,
     summary,
 )
 
@@ -144,3 +146,25 @@ def test_refusals_are_counted_per_second_of_the_load_in_order_and_fit_the_json_f
     assert list(by_second([15.5, 0.1, 2.0])) == ["0", "2", "15"]  # by second, not as text
     assert by_second([]) == {}
     assert orjson.loads(orjson.dumps(counted, option=orjson.OPT_INDENT_2)) == counted  # as the bench writes
+
+
+def test_cpu_per_order_has_the_services_replicas_included_the_stack_and_everything() -> None:
+    processes = {
+        "ingress": {"cpu_s": 1.0},
+        "ingress-2": {"cpu_s": 1.0},
+        "router": {"cpu_s": 2.0},
+        "executor": {"cpu_s": 2.0},
+        "notifier": {"cpu_s": 0.5},
+        "nginx (proxy)": {"cpu_s": 0.5},
+        "postgres (this db's backends)": {"cpu_s": 3.0},
+        "kafka (shared)": {"cpu_s": 4.0},
+        "redis (shared)": {"cpu_s": 1.0},
+    }
+    assert cpu_ms_per_order(processes, 1000) == {"services": 6.5, "stack": 10.0, "all": 15.0}
+    assert cpu_ms_per_order(processes, 0) == {"services": None, "stack": None, "all": None}
+
+
+def test_events_written_are_the_sum_of_the_orders_seqs_and_extra_is_what_the_topic_has_beyond() -> None:
+    # three orders: one confirmed straight through (5 events), one retried once (8), one still pending (1)
+    assert status_events(16, [5, 8, 1], 0) == {"published": 16, "written": 14, "extra": 2, "outbox_left": 0}
+    assert status_events(13, [5, 8, 1], 1)["extra"] == -1  # one event not on the topic yet
