@@ -56,6 +56,7 @@ from shared.runtime.metrics import (
     STAGE_BATCH_SECONDS,
     STAGE_RECEIVE_DELAY_SECONDS,
 )
+from shared.runtime.priority import lower_priority
 from shared.runtime.tasks import TaskPool
 from shared.store.db import UNREACHABLE, create_pool, require_migrated
 from shared.store.steps import OrderSteps, order_steps
@@ -474,7 +475,8 @@ class StageApp(faust.App, Generic[ServiceT]):
         # mode's worker replaces the root handlers: hand it ours and an empty config to apply.
         self.conf.loghandlers = [configure_logging(self._stage_name, self._stage_settings.log_level)]
         tune_gc(self._stage_settings.gc_threshold)
-        os.nice(self._stage_settings.stage_nice)  # before faust starts its consumer thread: it inherits this
+        if self._stage_settings.stage_nice > 0:  # before faust starts its consumer thread: it inherits this
+            lower_priority(0, os.getpriority(os.PRIO_PROCESS, 0) + self._stage_settings.stage_nice)
         faust.Worker(
             self,
             loglevel=self._stage_settings.log_level,

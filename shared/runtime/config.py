@@ -194,12 +194,13 @@ class Settings(BaseSettings):
         description="Allocations between young-generation garbage collections (CPython's default is 700).",
     )
     stage_nice: int = Field(
-        10,
+        3,
         ge=0,
         le=19,
         description="Niceness the router and executor add to themselves at start (and give their Postgres"
-        " backends, when Postgres is on this machine and the OS allows it): where they share cores with"
-        " ingress, ingress's answers go first (the stages' work has seconds of slack). 0 turns it off.",
+        " backends, when Postgres is on this machine and the OS allows it), and to their autogroups where"
+        " each leads its own session (shared/runtime/priority.py): where they share cores with ingress,"
+        " ingress's answers go first (the stages' work has seconds of slack). 0 turns it off.",
     )
     watchdog_stall_ms: int = Field(
         30000, ge=100, description="Unhealthy when messages wait but none was processed for this long."

@@ -21,6 +21,7 @@ import asyncpg
 import orjson
 
 from shared.domain.errors import StoreUnreachable
+from shared.runtime.priority import lower_priority
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ def share_niceness(conn: asyncpg.Connection) -> None:
     Best effort, for a server on this machine only (the caller checks): it only lowers a priority, only
     that of the process serving this very connection (a Postgres process whose title names this socket's
     port, or any Postgres process for a unix socket), and where the OS refuses (another user's process,
-    without CAP_SYS_NICE) nothing changes."""
+    without CAP_SYS_NICE) nothing changes. A backend leads its own session, so the niceness of its autogroup
+    is set too (`lower_priority`): on a kernel with autogroups, that is what ranks it against ingress's."""
     nice = os.getpriority(os.PRIO_PROCESS, 0)
     if nice <= 0:
         return
@@ -125,10 +127,9 @@ def share_niceness(conn: asyncpg.Connection) -> None:
             title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
             if f"({sockname[1]})" not in title:
                 return
-        if os.getpriority(os.PRIO_PROCESS, pid) < nice:
-            os.setpriority(os.PRIO_PROCESS, pid, nice)
-    except OSError:  # the process is gone, is not ours to renice, or there is no /proc
+    except OSError:  # the process is gone, or there is no /proc
         return
+    lower_priority(pid, nice)  # a backend leads its own session: its autogroup is lowered too
 
 
 async def _init_pool_connection(conn: asyncpg.Connection, *, local: bool) -> None:

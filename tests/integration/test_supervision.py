@@ -15,6 +15,7 @@ import pytest
 
 from shared.runtime.cli import ROOT, render_supervisor_config
 from shared.runtime.config import Settings
+from shared.runtime.priority import autogroup_nice
 from shared.store.db import connect
 from tests.fixtures.orders import client_ip, order_body, wait_status
 from tests.fixtures.stack import Stack, running_stack, wait_for
@@ -81,9 +82,11 @@ async def ready(stack: Stack) -> None:
             await wait_for(answers, timeout=60, interval=0.2, what=f"/ready on {port}")
 
 
-async def backends_niceness(stack: Stack, pids: dict[str, int]) -> tuple[dict[str, set[int]], int]:
-    """The niceness of the Postgres backends that serve each named process's pool, and that of a backend
-    nobody reniced (this test's own connection's)."""
+async def backends_niceness(
+    stack: Stack, pids: dict[str, int]
+) -> tuple[dict[str, set[int]], int, dict[str, set[int | None]]]:
+    """The niceness of the Postgres backends that serve each named process's pool, that of a backend nobody
+    reniced (this test's own connection's), and the niceness of those backends' autogroups."""
     conn = await connect(stack.settings.database_url, jsonb=False)
     try:
         found = {
@@ -95,9 +98,11 @@ async def backends_niceness(stack: Stack, pids: dict[str, int]) -> tuple[dict[st
         untouched = os.getpriority(os.PRIO_PROCESS, conn.get_server_pid())
     finally:
         await conn.close()
-    return {
-        name: {os.getpriority(os.PRIO_PROCESS, r["pid"]) for r in rows} for name, rows in found.items()
-    }, untouched
+    return (
+        {name: {os.getpriority(os.PRIO_PROCESS, r["pid"]) for r in rows} for name, rows in found.items()},
+        untouched,
+        {name: {autogroup_nice(r["pid"]) for r in rows} for name, rows in found.items()},
+    )
 
 
 async def place(stack: Stack) -> str:
@@ -129,7 +134,7 @@ async def test_a_killed_service_is_restarted_and_orders_still_finish(
     assert priority["ingress"] == priority["notifier"] == os.getpriority(os.PRIO_PROCESS, 0)
     # So does the SQL they send: their Postgres backends (the server is on this machine) run at their
     # niceness, and ingress's at the server's own.
-    backends, untouched = await backends_niceness(stack, before)
+    backends, untouched, groups = await backends_niceness(stack, before)
     assert untouched < priority["router"], untouched
     assert backends == {
         "router": {priority["router"]},
@@ -137,6 +142,17 @@ async def test_a_killed_service_is_restarted_and_orders_still_finish(
         "ingress": {untouched},
         "notifier": {untouched},
     }
+    # With autogroups, each backend (it leads its own session) is ranked by its group's niceness: the
+    # stages' are lowered too. The services share supervisord's session and group, which nobody renices
+    # (that would lower ingress with the stages).
+    if autogroup_nice(os.getpid()) is not None:
+        assert groups == {
+            "router": {priority["router"]},
+            "executor": {priority["executor"]},
+            "ingress": {0},
+            "notifier": {0},
+        }
+        assert {autogroup_nice(pid) for pid in before.values()} == {autogroup_nice(supervised.popen.pid)}
 
     os.kill(before[victim], signal.SIGKILL)
 
