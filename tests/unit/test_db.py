@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from shared.store.db import connect_options, is_local_host, server_settings, share_niceness, tls_choice
+from tests.fixtures.polling import eventually
 
 BASE = "postgres://user:password@{host}/order_engine"
 
@@ -125,10 +125,8 @@ def stand_in(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]
     ) -> subprocess.Popen[bytes]:
         started.append(subprocess.Popen([title, "60"], executable=name))
         cmdline = Path(f"/proc/{started[-1].pid}/cmdline")
-        deadline = time.monotonic() + 10
-        while not cmdline.read_bytes().startswith(title.encode()):  # Popen may return before the exec
-            assert time.monotonic() < deadline, cmdline.read_bytes()
-            time.sleep(0.001)
+        # Popen may return before the exec
+        eventually(lambda: cmdline.read_bytes().startswith(title.encode()), f"{cmdline} shows {title!r}")
         return started[-1]
 
     yield start

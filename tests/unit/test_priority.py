@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from shared.runtime.priority import autogroup_nice, lower_priority
+from tests.fixtures.polling import eventually
 
 needs_autogroups = pytest.mark.skipif(
     autogroup_nice(os.getpid()) is None, reason="this kernel has no autogroups (/proc/<pid>/autogroup)"
@@ -28,10 +28,9 @@ def sleeper() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         started.append(
             subprocess.Popen([shutil.which("sleep") or "/bin/sleep", "60"], start_new_session=own_session)
         )
-        deadline = time.monotonic() + 10
-        while own_session and os.getsid(started[-1].pid) != started[-1].pid:  # Popen may return before
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
+        pid = started[-1].pid
+        if own_session:  # Popen may return before the child's setsid
+            eventually(lambda: os.getsid(pid) == pid, f"process {pid} leads its session")
         return started[-1]
 
     yield start
