@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -96,16 +97,22 @@ def stage_metrics(stack: Stack) -> dict[str, str]:
     }
 
 
-async def drain(stack: Stack, limit_s: float) -> tuple[float, int]:
-    """Wait until no order of the run is open (every order in the database is this run's), at most
-    `limit_s`; returns (seconds waited, orders still open)."""
+async def until_none_left(
+    count: Callable[[], Awaitable[int]], limit_s: float, interval_s: float
+) -> tuple[float, int]:
+    """Poll `count` every `interval_s` until it is 0, at most `limit_s`; returns (seconds waited, count
+    left)."""
     started = time.monotonic()
     while True:
-        left = await open_orders(stack)
+        left = await count()
         waited = time.monotonic() - started
         if left == 0 or waited >= limit_s:
             return waited, left
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(interval_s)
+
+
+async def outbox_rows(stack: Stack) -> int:
+    return int((await fetch(stack.settings, "SELECT count(*) AS n FROM outbox"))[0]["n"])
 
 
 async def order_rows(stack: Stack) -> dict[str, dict[str, Any]]:
@@ -116,17 +123,6 @@ async def order_rows(stack: Stack) -> dict[str, dict[str, Any]]:
         " extract(epoch FROM updated_at)::float8 AS updated FROM orders",
     )
     return {r["id"]: dict(r) for r in rows}
-
-
-async def outbox_drained(stack: Stack, limit_s: float) -> int:
-    """Wait until the stack's outbox is empty (an order's last event leaves it just after its row commits),
-    at most `limit_s`; returns the rows left (a parked row stays for good)."""
-    started = time.monotonic()
-    while True:
-        left = int((await fetch(stack.settings, "SELECT count(*) AS n FROM outbox"))[0]["n"])
-        if left == 0 or time.monotonic() - started >= limit_s:
-            return left
-        await asyncio.sleep(0.2)
 
 
 async def order_events(stack: Stack) -> dict[str, list[tuple[str, float]]]:
@@ -236,10 +232,12 @@ async def run_load_scenario(scenario: LoadScenario, generator: Generator) -> dic
         async with Load(plan) as load:
             await watch.start()
             sent = await load.requests()
-            drained_s, still_open = await drain(stack, scenario.drain_s)
+            # every order of the run finished (every order in the database is this run's)
+            drained_s, still_open = await until_none_left(partial(open_orders, stack), scenario.drain_s, 1.0)
             followed = await load.follows()
         await watch.stop()
-        outbox_left = await outbox_drained(stack, OUTBOX_DRAIN_S)
+        # an order's last event leaves the outbox just after its row commits; a parked row stays for good
+        _, outbox_left = await until_none_left(partial(outbox_rows, stack), OUTBOX_DRAIN_S, 0.2)
         rows = await order_rows(stack)
         events = await order_events(stack)
         sends = {

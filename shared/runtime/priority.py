@@ -32,16 +32,16 @@ def lower_priority(pid: int, nice: int) -> None:
             os.setpriority(os.PRIO_PROCESS, pid, nice)
         if os.getsid(target) != target:  # its group is shared with the rest of its session
             return
-        group = Path(f"/proc/{target}/autogroup")  # "/autogroup-<id> nice <n>"
-        if int(group.read_text().split()[-1]) < nice:
-            group.write_text(str(nice))
-    except (OSError, ValueError, IndexError):
+        current = autogroup_nice(target)
+        if current is not None and current < nice:
+            Path(f"/proc/{target}/autogroup").write_text(str(nice))
+    except OSError:
         return
 
 
 def autogroup_nice(pid: int) -> int | None:
     """The niceness of `pid`'s autogroup; None without autogroups (or without the process)."""
     try:
-        return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])
+        return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])  # "/autogroup-<id> nice <n>"
     except (OSError, ValueError, IndexError):
         return None

@@ -103,15 +103,15 @@ def share_niceness(conn: asyncpg.Connection) -> None:
 
     The stages lower their own priority (STAGE_NICE) so that on shared cores ingress answers first, but
     the SQL a stage sends runs in its backend, at the server's priority: ingress's flushes then queued for
-    a core behind the stages' statements. With the stages' backends at the stages' niceness, at 500/s:
-    HTTP p99 B/A median 0.93 (lower in 7 of 9 pairs), a POST's wait for its write 0.91, e2e p99 0.97,
-    the same CPU per order (docs/performance.md).
+    a core behind the stages' statements. A backend leads its own session, so on a kernel with autogroups
+    only its group's niceness ranks it against other processes (`lower_priority` sets both): with the
+    stages and their backends lowered that way, at 500/s, HTTP p99 B/A 0.63 and ingress's wait for a core
+    0.59 in four pairs, e2e p99 1.04 (docs/performance.md, "Autogroups").
 
     Best effort, for a server on this machine only (the caller checks): it only lowers a priority, only
     that of the process serving this very connection (a Postgres process whose title names this socket's
     port, or any Postgres process for a unix socket), and where the OS refuses (another user's process,
-    without CAP_SYS_NICE) nothing changes. A backend leads its own session, so the niceness of its autogroup
-    is set too (`lower_priority`): on a kernel with autogroups, that is what ranks it against ingress's."""
+    without CAP_SYS_NICE) nothing changes."""
     nice = os.getpriority(os.PRIO_PROCESS, 0)
     if nice <= 0:
         return
@@ -129,7 +129,7 @@ def share_niceness(conn: asyncpg.Connection) -> None:
                 return
     except OSError:  # the process is gone, or there is no /proc
         return
-    lower_priority(pid, nice)  # a backend leads its own session: its autogroup is lowered too
+    lower_priority(pid, nice)
 
 
 async def _init_pool_connection(conn: asyncpg.Connection, *, local: bool) -> None:
