@@ -9,7 +9,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from infra_install import LOCAL, LOGS, RUN, log, run
 
@@ -109,8 +109,22 @@ def redis_down() -> None:
 # ---------------------------------------------------------------- PostgreSQL
 
 
-def as_postgres(cmd: list[str]) -> subprocess.CompletedProcess[str]:
-    return run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True, cwd="/")
+def as_postgres(cmd: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`cmd` as the postgres OS user (the cluster's superuser, by peer authentication); `stdin` is fed to it,
+    which is how psql interpolates `-v` variables (it does not in `-c`)."""
+    return run(["runuser", "-u", "postgres", "--", *cmd], capture_output=True, cwd="/", input=stdin)
+
+
+# The role of DATABASE_URL, created or brought up to date. Its name and password reach the server only as
+# psql variables, quoted by psql (:'var') and by format's %I and %L: a name or password holding quotes,
+# semicolons or backslashes stays one identifier and one literal, never SQL.
+PROVISION_ROLE = r"""
+SELECT format(
+    CASE WHEN EXISTS (SELECT FROM pg_roles WHERE rolname = :'role')
+         THEN 'ALTER ROLE %I LOGIN PASSWORD %L CREATEDB'
+         ELSE 'CREATE ROLE %I LOGIN PASSWORD %L CREATEDB' END,
+    :'role', :'password') \gexec
+"""
 
 
 def postgres_up(settings: Settings) -> bool:
@@ -146,39 +160,45 @@ def postgres_up(settings: Settings) -> bool:
 def provision_database(settings: Settings) -> None:
     """Create the role and database of DATABASE_URL (user/password/order_engine by default)."""
     url = urlsplit(settings.database_url)
-    user, password, db = url.username or "user", url.password or "", url.path.lstrip("/") or "order_engine"
+    # percent-decoded, as asyncpg reads them
+    user = unquote(url.username or "user")
+    password = unquote(url.password or "")
+    db = unquote(url.path.lstrip("/")) or "order_engine"
     deadline = time.monotonic() + 30
     while subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1", "-p", str(url.port or 5432)]).returncode:
         if time.monotonic() > deadline:
             raise SystemExit("[infra] PostgreSQL did not accept connections")
         time.sleep(0.3)
-    quoted_pw = password.replace("'", "''")
-    sql = (
-        f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{user}') THEN "
-        f"CREATE ROLE \"{user}\" LOGIN PASSWORD '{quoted_pw}' CREATEDB; ELSE "
-        f"ALTER ROLE \"{user}\" LOGIN PASSWORD '{quoted_pw}' CREATEDB; END IF; END $$;"
-    )
-    as_postgres(["psql", "-q", "-p", str(url.port or 5432), "-c", sql])
-    exists = as_postgres(
+    port = str(url.port or 5432)
+    as_postgres(
         [
             "psql",
-            "-tAq",
+            "-qX",
             "-p",
-            str(url.port or 5432),
-            "-c",
-            f"SELECT 1 FROM pg_database WHERE datname = '{db}'",
-        ]
+            port,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            f"role={user}",
+            "-v",
+            f"password={password}",
+        ],
+        PROVISION_ROLE,
+    )
+    exists = as_postgres(
+        ["psql", "-qtAX", "-p", port, "-v", "ON_ERROR_STOP=1", "-v", f"db={db}"],
+        "SELECT 1 FROM pg_database WHERE datname = :'db'",
     ).stdout.strip()
     if not exists:
         log(f"creating database {db}")
-        as_postgres(["createdb", "-p", str(url.port or 5432), "-O", user, db])
+        as_postgres(["createdb", "-p", port, "-O", user, "--", db])
     # Its view, in this database (a superuser's step; the library itself is loaded by tune_cluster).
     as_postgres(
         [
             "psql",
             "-q",
             "-p",
-            str(url.port or 5432),
+            port,
             "-d",
             db,
             "-c",
