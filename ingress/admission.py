@@ -28,6 +28,10 @@ answer. The sampler then asks Kafka for its metadata: a broker that does not ans
 `service_unavailable`; one that answers means the senders are behind (a saturated machine), which is
 overload, 429 `queue_full` with the time to catch up. No sample for as long (Postgres unreachable) is 503
 too.
+
+An admission that follows this process's outbox (`follow`) also refuses with 503 at once while that outbox
+cannot publish (its Kafka producer failed and is being replaced, shared/messaging/outbox.py): the lag would
+show it only seconds later, and every order taken meanwhile would wait for the new producer.
 """
 
 from __future__ import annotations
@@ -43,11 +47,11 @@ from dataclasses import dataclass
 import asyncpg
 
 from shared.domain.errors import QueueFull, ServiceUnavailable
-from shared.messaging.outbox import SENDABLE
+from shared.messaging.outbox import SENDABLE, Outbox
 from shared.runtime.config import Settings
 from shared.runtime.logging import get_logger
 from shared.runtime.metrics import ADMISSION_EXPECTED_WAIT, ADMISSION_REFUSALS, STAGE_BACKLOG
-from shared.runtime.tasks import cancel_and_wait
+from shared.runtime.tasks import cancel_and_wait, essential
 from shared.store.db import FAILED
 from shared.store.orders import OPEN_ORDER_SQL
 
@@ -145,12 +149,19 @@ class Admission:
         self._error = "not sampled yet"
         self._admitted_since = 0
         self._task: asyncio.Task[None] | None = None
+        self._outbox: Outbox | None = None
+
+    def follow(self, outbox: Outbox) -> None:
+        """Refuse new orders (503) while `outbox` cannot publish, and probe Kafka through its producer,
+        whichever that is now (a replaced producer's connections are closed)."""
+        self._outbox = outbox
+        self._kafka_probe = outbox.kafka_answers
 
     async def start(self) -> None:
         """Take a first sample (so the first request has one), then keep sampling in the background."""
         with contextlib.suppress(*FAILED):
             await self.sample_once()
-        self._task = asyncio.create_task(self._run(), name="admission-sampler")
+        self._task = essential(asyncio.create_task(self._run(), name="admission-sampler"))
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
@@ -179,6 +190,8 @@ class Admission:
         """`check` without counting the order: what a POST asks first, before it costs a Redis call or a
         body's parsing, so that under overload a refusal is the cheapest answer the ingress gives. Only this
         first question sheds a share of the load (`check` asking again would refuse that share twice)."""
+        if self._outbox is not None and not self._outbox.publishing:
+            raise ServiceUnavailable("orders are not being published: this ingress's Kafka producer failed")
         sample = self._sample
         if sample is None or time.monotonic() - sample.at > self._interval_s + self._timeout_s:
             raise ServiceUnavailable(f"the order pipeline cannot be measured ({self._error})")

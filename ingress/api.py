@@ -13,21 +13,32 @@ from fastapi import Depends, FastAPI, Query, Request
 from starlette.responses import Response
 
 from ingress import service
-from ingress.auth import Principal, authenticate
+from ingress.auth import ANONYMOUS, Principal, authenticate, install_auth
 from ingress.console import install_console
-from ingress.ratelimit import Decision, RateLimiter
-from ingress.schemas import OrderAccepted, OrderPage, OrderSummary, OrderView, PlaceOrder, Readiness
+from ingress.schemas import (
+    CLIENT_ORDER_ID,
+    OrderAccepted,
+    OrderPage,
+    OrderSummary,
+    OrderView,
+    PlaceOrder,
+    Readiness,
+)
 from shared.domain.errors import InvalidBody
 from shared.domain.status import OrderStatus
 from shared.messaging.kafka import new_producer
+from shared.messaging.outbox import Outbox
 from shared.runtime.clock import following_postgres
 from shared.runtime.config import Settings, get_settings
 from shared.runtime.health import check_postgres, check_redis
+from shared.runtime.tasks import exit_if_essential_died
 from shared.store.db import create_pool, require_migrated
 from shared.store.redis import open_redis
+from shared.web.apikeys import load_keys
 from shared.web.app import NO_OPENTELEMETRY, DirectRoute, install_metrics
 from shared.web.edge import CorsPolicy, HttpEdgeMiddleware, client_address
 from shared.web.envelope import decode_json_body, error_responses, install_error_handlers, json_response
+from shared.web.ratelimit import Bucket, Decision, RateLimiter, bucket_for, read_limiter, write_limiter
 
 REDIS_CONNECTIONS = 64  # per ingress process: each command holds one for a round trip
 
@@ -59,17 +70,36 @@ PLACE_ORDER_OPENAPI: dict[str, Any] = {
 
 
 def client_of(request: Request, principal: Principal) -> str:
-    """Who the request is from: the principal's subject, else the client's IP. It scopes Idempotency-Keys,
-    rate limits, and which orders a caller may list and cancel."""
+    """Who the request is from: the principal's subject, else the client's IP (canonical; an X-Forwarded-For
+    that names no usable address is a 400 from `client_address`). It scopes Idempotency-Keys, rate limits,
+    and which orders a caller may list and cancel."""
     return principal.subject or client_address(request, request.app.state.trusted_proxies)
 
 
 async def rate_limit(request: Request, principal: Principal) -> Decision | None:
-    """Scope the request to its client and take a token from its bucket."""
+    """Scope the request to its client and take a token from its bucket: the read bucket for a GET, the
+    write bucket (RATE_LIMIT) for anything else."""
     client = client_of(request, principal)
     request.state.client = client
-    limiter: RateLimiter = request.app.state.limiter
+    state = request.app.state
+    limiter: RateLimiter = state.read_limiter if bucket_for(request.method) is Bucket.READ else state.limiter
     return await limiter.take(client)
+
+
+async def read_token(request: Request, response: Response) -> Principal:
+    """The dependency of the read routes: authenticate, then take a token from the caller's read bucket
+    (its RateLimit headers go on the answer)."""
+    principal = await authenticate(request)
+    limit = await rate_limit(request, principal)
+    if limit is not None:
+        response.raw_headers.extend(limit.raw_headers())
+    return principal
+
+
+async def anonymous_read_token(request: Request) -> None:
+    """`/ready` needs no key (health checkers hold none), but each call costs three dependency checks:
+    it takes a read token from the caller's address's bucket."""
+    await rate_limit(request, ANONYMOUS)
 
 
 def idempotency_key(request: Request) -> str | None:
@@ -90,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as resources:  # whatever started is closed, even if a later start fails
+            resources.callback(exit_if_essential_died)  # runs last: see shared/runtime/tasks.py
             pool = await create_pool(settings.database_url, max_size=20)
             resources.push_async_callback(pool.close)
             await require_migrated(pool)
@@ -102,14 +133,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.intake = await resources.enter_async_context(
                 service.open_intake(settings, pool, producer)
             )
-            app.state.pool, app.state.redis, app.state.producer = pool, redis, producer
+            # The outbox replaces its producer if that one fails for good: ask it, not `producer`.
+            outbox = app.state.intake.steps.outbox
+            app.state.intake.admission.follow(outbox)
+            app.state.pool, app.state.redis, app.state.outbox = pool, redis, outbox
             app.state.trusted_proxies = settings.trusted_proxy_networks
-            app.state.limiter = RateLimiter(
-                redis,
-                limit_per_minute=settings.rate_limit,
-                key_prefix=settings.redis_key_prefix,
-                fail_open=settings.rate_limit_fail_open,
-            )
+            app.state.limiter = write_limiter(redis, settings)
+            app.state.read_limiter = read_limiter(redis, settings)
             yield
 
     app = FastAPI(
@@ -135,6 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_metrics(app)
     install_error_handlers(app)
+    install_auth(app, load_keys(settings.api_keys))
     install_console(app)
 
     async def execute_order(request: Request) -> Response:
@@ -167,7 +198,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         route_class_override=DirectRoute,
         status_code=202,
         response_model=OrderAccepted,
-        responses=error_responses(400, 409, 413, 415, 429, 431, 500, 503),
+        responses=error_responses(400, 401, 403, 409, 413, 415, 429, 431, 500, 503),
         openapi_extra=PLACE_ORDER_OPENAPI,
         summary="Place a market order",
     )
@@ -175,8 +206,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get(
         "/api/orders/{order_id}",
         response_model=OrderView,
-        responses=error_responses(400, 404, 431, 500, 503),
-        dependencies=[Depends(authenticate)],
+        responses=error_responses(400, 401, 403, 404, 429, 431, 500, 503),
+        dependencies=[Depends(read_token)],
         summary="Look an order up",
     )
     async def get_order(order_id: UUID, request: Request) -> OrderView:
@@ -185,17 +216,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get(
         "/api/orders",
         response_model=OrderPage,
-        responses=error_responses(400, 431, 500, 503),
+        responses=error_responses(400, 401, 403, 429, 431, 500, 503),
         summary="List the caller's orders, newest first",
     )
     async def list_orders(
         request: Request,
-        principal: Annotated[Principal, Depends(authenticate)],
+        principal: Annotated[Principal, Depends(read_token)],
         status: Annotated[OrderStatus | None, Query(description="only orders in this status")] = None,
         client_order_id: Annotated[
             str | None,
             Query(
-                alias="clientOrderId", max_length=64, description="only orders placed with this clientOrderId"
+                alias="clientOrderId",
+                max_length=64,
+                pattern=CLIENT_ORDER_ID.pattern,  # as placed: Postgres refuses text with NUL, say
+                description="only orders placed with this clientOrderId",
             ),
         ] = None,
         limit: Annotated[
@@ -223,6 +257,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_model=OrderView,
         responses=error_responses(
             400,
+            401,
+            403,
             404,
             409,
             429,
@@ -257,15 +293,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response_model=Readiness,
         responses={
             503: {"model": Readiness, "description": "an engine orders need is down"},
-            **error_responses(431),
+            **error_responses(429, 431),
         },
+        dependencies=[Depends(anonymous_read_token)],
     )
     async def ready(request: Request) -> Response:
         state = request.app.state
+        outbox: Outbox = state.outbox
         checks = {
             "postgres": check_postgres(state.pool),
             "redis": check_redis(state.redis),
-            "kafka": state.producer.client.fetch_all_metadata(),
+            "kafka": outbox.kafka_answers(),
         }
         results = await asyncio.gather(
             *(asyncio.wait_for(c, 3.0) for c in checks.values()), return_exceptions=True
@@ -274,6 +312,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             name: "ok" if not isinstance(r, BaseException) else "down"
             for name, r in zip(checks, results, strict=True)
         }
+        if not outbox.publishing:  # the broker may answer, but nothing reaches it from here
+            status["kafka"] = "down"
         optional = {"redis"} if state.limiter.fail_open else set()
         if all(v == "ok" for v in status.values()):
             return json_response({"status": "ready", "checks": status})

@@ -9,7 +9,8 @@ caught up from the durable record, not from this process's memory.
 
 Subscriptions are found by the message's key (the orderId), so an event nobody here follows is never
 decoded: a notifier's cost follows its clients' events, not the whole stream. If the consumer task dies,
-the notifier says so on /ready (503) and in its log, instead of serving heartbeats only.
+the notifier says so on /ready (503) and in its log, refuses new WebSocket handshakes (503), and exits so that
+its supervisor starts it again, instead of serving heartbeats only.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from aiokafka import AIOKafkaConsumer
 
 from shared.domain.events import StatusEvent
 from shared.messaging.kafka import topic_partitions
+from shared.messaging.quarantine import Rejected, read, reject
 from shared.messaging.topics import ORDER_STATUS
 from shared.runtime.config import Settings
 from shared.runtime.logging import get_logger
-from shared.runtime.tasks import cancel_and_wait
+from shared.runtime.tasks import cancel_and_wait, essential
 
 logger = get_logger(__name__)
 
@@ -73,16 +75,32 @@ class Hub:
         """The consumer task is running (False once it has died: nothing more would reach any client)."""
         return self._task is not None and not self._task.done()
 
-    def dispatch_raw(self, key: bytes | None, value: bytes) -> None:
+    def dispatch_raw(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        *,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
         """Hand one `order.status` message to the subscribers of its order, decoding it only if there are
-        any."""
-        subscribers = self._subscriptions.get(key.decode()) if key is not None else None
+        any. One that cannot be read is counted and logged (shared/messaging/quarantine.py), never raised:
+        that would end the consumer task, and every client of this process would stop getting events. The
+        notifier owns no part of the topic, so it sets nothing aside."""
+        try:
+            order = key.decode() if key is not None else None
+        except UnicodeDecodeError:
+            reject(ORDER_STATUS.name, partition, offset, Rejected("key", "the key is not UTF-8"))
+            return
+        if order is None:
+            reject(ORDER_STATUS.name, partition, offset, Rejected("key", "no key (the orderId)"))
+            return
+        subscribers = self._subscriptions.get(order)
         if not subscribers:
             return
-        try:
-            event = StatusEvent.from_json(value)
-        except ValueError:
-            logger.warning("status_event.undecodable", key=key)
+        event = read(StatusEvent, key, value)
+        if isinstance(event, Rejected):
+            reject(ORDER_STATUS.name, partition, offset, event)
             return
         for subscription in tuple(subscribers):
             subscription.offer(event)
@@ -106,7 +124,8 @@ class Hub:
         for tp in partitions:  # resolve every position now, so that no event after "ready" is skipped
             await self._consumer.position(tp)
         self.positioned.set()
-        self._task = asyncio.create_task(self._run(), name="order-status-consumer")
+        # Essential (shared/runtime/tasks.py): should it die, the process exits and is started again.
+        self._task = essential(asyncio.create_task(self._run(), name="order-status-consumer"))
 
     async def _run(self) -> None:
         assert self._consumer is not None
@@ -115,7 +134,9 @@ class Hub:
                 batches = await self._consumer.getmany(timeout_ms=1000, max_records=1000)
                 for messages in batches.values():
                     for message in messages:
-                        self.dispatch_raw(message.key, message.value)
+                        self.dispatch_raw(
+                            message.key, message.value, partition=message.partition, offset=message.offset
+                        )
         except asyncio.CancelledError:
             raise
         except BaseException as exc:

@@ -3,8 +3,13 @@
 The contract (README "Watch it" and docs/architecture.md "Notifier fan-out"):
 
 - Handshake refusals, as HTTP responses carrying the error envelope (the socket is never opened):
-  429 `rate_limited` for a 4th concurrent connection to one orderId from one client IP, 503
-  `service_unavailable` when this process holds WS_MAX_CONNECTIONS.
+  with API_KEYS, 401 `unauthorized` without a key and 403 `forbidden` for an unknown one (the key comes as
+  `Authorization: Bearer` or, from a browser, as the subprotocol `bearer.<key>`: notifier/handshake.py);
+  400 `invalid_body` for an X-Forwarded-For (from a trusted proxy) whose client address is too long or
+  scoped (shared/web/edge.py `client_address`), 429 `rate_limited` when the client's read bucket is empty
+  (READ_RATE_LIMIT, shared with ingress's GETs) or for a 4th concurrent connection to one orderId from one
+  client (the key's principal, else the IP), 503 `service_unavailable` when this process holds
+  WS_MAX_CONNECTIONS, or while its `order.status` consumer is not running (with Retry-After).
 - Messages, each with a `type`: first `snapshot` {orderId, status, seq, logs} (logs after `lastSeq` if given,
   at most ORDER_LOGS_MAX), then one `status` message per later event of the order in seq order, with no gap
   and no repeat; `ping` {"type":"ping"} every PING_INTERVAL; `error` (the common envelope) before a close
@@ -31,22 +36,26 @@ from fastapi import FastAPI, Request, WebSocket
 from starlette.responses import Response
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from notifier import repository
+from notifier import handshake, repository
 from notifier.fanout import Hub, Subscription
 from notifier.iplimit import IpLeases
 from notifier.limits import ConnectionLimits, Refusal
 from notifier.transport import EXTENSION, Link
+from shared.domain.errors import EngineError
 from shared.domain.events import StatusEvent
 from shared.runtime.clock import following_postgres, utcnow
 from shared.runtime.config import Settings, get_settings
 from shared.runtime.health import check_postgres
 from shared.runtime.logging import get_logger
 from shared.runtime.metrics import WS_CONNECTIONS, WS_DELIVERY_SECONDS, WS_EVENTS_DELIVERED
+from shared.runtime.tasks import exit_if_essential_died
 from shared.store.db import FAILED, create_pool, require_migrated
 from shared.store.redis import open_redis
+from shared.web.apikeys import load_keys
 from shared.web.app import install_metrics
-from shared.web.edge import CorrelationMiddleware, client_address
+from shared.web.edge import CorrelationMiddleware
 from shared.web.envelope import error_body, error_response, install_error_handlers, json_response
+from shared.web.ratelimit import read_limiter
 
 logger = get_logger(__name__)
 
@@ -252,9 +261,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.limits = ConnectionLimits(
             per_order_ip=settings.ws_max_per_order_ip, per_process=settings.ws_max_connections
         )
-        redis = open_redis(settings.redis_url, timeout_s=1.0) if settings.ws_max_per_ip else None
-        app.state.ip_leases = None
-        if redis is not None:
+        reads_limited = settings.read_rate_limit_per_minute > 0
+        needs_redis = bool(settings.ws_max_per_ip) or reads_limited
+        redis = open_redis(settings.redis_url, timeout_s=1.0) if needs_redis else None
+        app.state.ip_leases = app.state.read_limiter = None
+        if redis is not None and reads_limited:  # handshakes take from the read bucket ingress's GETs use
+            app.state.read_limiter = read_limiter(redis, settings)
+        if redis is not None and settings.ws_max_per_ip:
             app.state.ip_leases = IpLeases(
                 redis, limit=settings.ws_max_per_ip, key_prefix=settings.redis_key_prefix
             )
@@ -264,40 +277,52 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             async with following_postgres(app.state.pool):
                 yield
         finally:
-            await app.state.hub.stop()
-            if app.state.ip_leases is not None:
-                await app.state.ip_leases.stop()
-            if redis is not None:
-                await redis.aclose()
-            await app.state.pool.close()
+            try:
+                await app.state.hub.stop()
+                if app.state.ip_leases is not None:
+                    await app.state.ip_leases.stop()
+                if redis is not None:
+                    await redis.aclose()
+                await app.state.pool.close()
+            finally:
+                exit_if_essential_died()  # last: see shared/runtime/tasks.py
 
     app = FastAPI(title="Order execution engine: notifier", version="1", lifespan=lifespan)
     app.add_middleware(CorrelationMiddleware)
     install_metrics(app)
     install_error_handlers(app)
+    app.state.keys = load_keys(settings.api_keys)
 
     @app.websocket("/api/orders/execute")
     async def order_updates(ws: WebSocket) -> None:
+        if not ws.app.state.hub.consuming:  # no event would reach the socket: the process is on its way out
+            await ws.send_denial_response(_not_consuming_response())
+            return
+        try:
+            client = await handshake.admit(ws, proxies)
+        except EngineError as exc:  # no key or an unknown one, no usable client address, no read token
+            await ws.send_denial_response(handshake.refusal(exc))
+            return
+        protocol = handshake.subprotocol(ws)
         raw_id, raw_last = ws.query_params.get("orderId"), ws.query_params.get("lastSeq")
         try:
             order_id = UUID(raw_id or "")
             last_seq = int(raw_last) if raw_last is not None else None
         except ValueError:
-            await ws.accept()
+            await ws.accept(protocol)
             message = error_message("invalid_body", "orderId must be a UUID and lastSeq an integer")
             await ws.send_text(orjson.dumps(message).decode())
             await ws.close(CLOSE_INVALID)
             return
-        ip = client_address(ws, proxies)
         limits: ConnectionLimits = ws.app.state.limits
-        refusal = limits.acquire(ip, order_id)
+        refusal = limits.acquire(client, order_id)
         if refusal is not None:
             await ws.send_denial_response(_refusal_response(refusal, settings))
             return
         leases: IpLeases | None = ws.app.state.ip_leases
-        lease = await leases.acquire(ip) if leases is not None else ""
+        lease = await leases.acquire(client) if leases is not None else ""
         if lease is None:
-            limits.release(ip, order_id)
+            limits.release(client, order_id)
             await ws.send_denial_response(_refusal_response(Refusal.PER_IP, settings))
             return
         hub: Hub = ws.app.state.hub
@@ -305,7 +330,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             subscription = hub.subscribe(order_id)  # before the snapshot: see notifier.fanout
             try:
                 stream = OrderStream(ws, subscription, settings)
-                await ws.accept()
+                await ws.accept(protocol)
                 with WS_CONNECTIONS.track_inprogress():
                     await stream.run(last_seq)
             except WebSocketDisconnect:
@@ -319,9 +344,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             finally:
                 hub.unsubscribe(subscription)
         finally:
-            limits.release(ip, order_id)
+            limits.release(client, order_id)
             if leases is not None:
-                await leases.release(ip, lease)
+                await leases.release(client, lease)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -338,6 +363,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return json_response({"status": "ready" if ok else "not_ready"}, 200 if ok else 503)
 
     return app
+
+
+def _not_consuming_response() -> Response:
+    response = error_response(
+        503, "service_unavailable", "this notifier is not receiving order events: connect again (lastSeq)"
+    )
+    response.headers["Retry-After"] = "1"
+    return response
 
 
 def _refusal_response(refusal: Refusal, settings: Settings) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -38,6 +39,17 @@ def new_producer(settings: Settings) -> AIOKafkaProducer:
         linger_ms=settings.kafka_linger_ms,
         client_id=f"{settings.topic_prefix}order-engine",
     )
+
+
+def sender_alive(producer: AIOKafkaProducer) -> bool:
+    """Whether the producer's sender task (the one that sends every batch) is still running. Once it has
+    ended, by an error it treats as fatal (ProducerFenced, OutOfOrderSequenceNumber, an authorization
+    refusal) or otherwise, nothing this producer holds or is given will reach Kafka: every later `send`
+    raises that error again, or waits forever if the task was cancelled. aiokafka has no public word for
+    it, so this reads its `_sender`; a producer not started, or shaped otherwise, counts as alive."""
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    return not isinstance(task, asyncio.Future) or not task.done()
 
 
 async def topic_partitions(client: Any, topic: str) -> list[TopicPartition]:

@@ -18,7 +18,12 @@ Every HEARTBEAT_INTERVAL_MS a stage writes its slots, jobs in flight, job time a
 
 Each stage serves `/metrics` (Prometheus), `/health` and `/ready` on its metrics port. `/health` turns 503
 when the watchdog sees messages waiting on the stage's partitions but nothing processed for
-WATCHDOG_STALL_MS; `/ready` is 503 until the stage has joined its consumer group, and while it rebalances.
+WATCHDOG_STALL_MS; `/ready` is 503 until the stage has joined its consumer group, while it rebalances, and
+while its outbox cannot publish (its producer failed and is being replaced: shared/messaging/outbox.py).
+
+The watchdog, the heartbeat and the sweeper are essential (shared/runtime/tasks.py): each loop handles what
+it expects to fail (Postgres away, a sweep that raises), and should one die anyway the process exits, to be
+started again by its supervisor, rather than go on without it.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from mode.services import WaitResults
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.messaging.kafka import new_producer
+from shared.messaging.outbox import Outbox
 from shared.messaging.topics import TopicSpec
 from shared.runtime.clock import following_postgres
 from shared.runtime.config import Settings
@@ -57,8 +63,8 @@ from shared.runtime.metrics import (
     STAGE_RECEIVE_DELAY_SECONDS,
 )
 from shared.runtime.priority import lower_priority
-from shared.runtime.tasks import TaskPool
-from shared.store.db import UNREACHABLE, create_pool, require_migrated
+from shared.runtime.tasks import TaskPool, essential
+from shared.store.db import FAILED, UNREACHABLE, create_pool, require_migrated
 from shared.store.steps import OrderSteps, order_steps
 from shared.venue.mock import MockDex
 from shared.venue.protocol import Venue
@@ -243,7 +249,8 @@ class StageApp(faust.App, Generic[ServiceT]):
         expected_job_s: float,
         sweep: Callable[[ServiceT], Awaitable[None]] | None = None,
     ) -> None:
-        datadir = Path(tempfile.gettempdir()) / "order-engine-faust"
+        # One per user: a folder that root made first (a test run) would be closed to the service user.
+        datadir = Path(tempfile.gettempdir()) / f"order-engine-faust-{os.getuid()}"
         datadir.mkdir(exist_ok=True)
         super().__init__(
             settings.topic(group),
@@ -282,6 +289,7 @@ class StageApp(faust.App, Generic[ServiceT]):
         self._stage_service: ServiceT | None = None
         self._stage_http: web.AppRunner | None = None
         self._stage_background: list[asyncio.Task[None]] = []
+        self._stage_outbox: Outbox | None = None
         self.stage_tasks = TaskPool(capacity, f"{stage}-jobs", expected_job_s=expected_job_s)
         self._stage_resources = AsyncExitStack()
         self._member = f"{socket.gethostname()}:{os.getpid()}:{stage}"
@@ -318,6 +326,13 @@ class StageApp(faust.App, Generic[ServiceT]):
         assert self._stage_service is not None, "the stage's service exists once the app has started"
         return self._stage_service
 
+    @property
+    def stage_producer(self) -> AIOKafkaProducer:
+        """The producer the stage sends through now, for what its agents send themselves: its outbox's (which
+        replaces the first one if that fails for good)."""
+        assert self._stage_outbox is not None, "the stage's producer exists once the app has started"
+        return self._stage_outbox.producer
+
     def bytes_topic(self, spec: TopicSpec) -> faust.TopicT:
         return self.topic(
             self._stage_settings.topic(spec.name),
@@ -342,6 +357,7 @@ class StageApp(faust.App, Generic[ServiceT]):
         steps = await self._stage_resources.enter_async_context(
             order_steps(self._stage_pool, self._stage_producer, settings)
         )
+        self._stage_outbox = steps.outbox
         dex = MockDex.from_settings(self._stage_pool, settings)
         self._stage_resources.push_async_callback(dex.close)
         self._stage_service = self._stage_build(
@@ -349,10 +365,10 @@ class StageApp(faust.App, Generic[ServiceT]):
         )
         # Not in on_started: that waits for the consumer group, and the sweep must not (after a crash it is
         # what finishes the dead process's orders while the group rebalances).
-        self._stage_background.append(asyncio.create_task(self._watchdog(), name="watchdog"))
-        self._stage_background.append(asyncio.create_task(self._heartbeat(), name="heartbeat"))
+        self._stage_background.append(essential(asyncio.create_task(self._watchdog(), name="watchdog")))
+        self._stage_background.append(essential(asyncio.create_task(self._heartbeat(), name="heartbeat")))
         if self._stage_sweep is not None:
-            self._stage_background.append(asyncio.create_task(self._sweeper(), name="sweeper"))
+            self._stage_background.append(essential(asyncio.create_task(self._sweeper(), name="sweeper")))
 
     async def on_stop(self) -> None:
         for task in self._stage_background:
@@ -412,7 +428,7 @@ class StageApp(faust.App, Generic[ServiceT]):
                     tasks.job_s * 1000,
                     rate,
                 )
-            except UNREACHABLE as exc:
+            except FAILED as exc:  # any failed statement: a heartbeat is worth another try, not a death
                 logger.warning("stage.heartbeat_failed", error=repr(exc))
             await asyncio.sleep(interval)
 
@@ -459,8 +475,10 @@ class StageApp(faust.App, Generic[ServiceT]):
             return web.json_response(body, status=200 if self.healthy else 503)
 
         async def ready(_: web.Request) -> web.Response:
-            body = {"status": "ready" if self.ready else "joining", "rebalances": self.rebalancing_count}
-            return web.json_response(body, status=200 if self.ready else 503)
+            publishing = self._stage_outbox is not None and self._stage_outbox.publishing
+            status = "joining" if not self.ready else "ready" if publishing else "not_publishing"
+            body = {"status": status, "rebalances": self.rebalancing_count}
+            return web.json_response(body, status=200 if status == "ready" else 503)
 
         http = web.Application()
         http.router.add_get("/metrics", metrics)

@@ -6,6 +6,7 @@ proxy-config   render infra/nginx.conf.in for PORT / INGRESS_PORT / NOTIFIER_POR
 prometheus-config  render a Prometheus configuration scraping every process of this host into .local/
 supervisor-config  render the Procfile as a supervisord configuration into .local/ (what `make run` runs)
 schemas        regenerate docs/schemas/*.json and docs/asyncapi.json (the topics' contracts) from the models
+api-key NAME   print a new API key for principal NAME, and the line that admits it in the API_KEYS file
 """
 
 from __future__ import annotations
@@ -14,16 +15,48 @@ import argparse
 import asyncio
 import json
 import os
+import pwd
 import shlex
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 from shared.messaging.contracts import write_asyncapi, write_schemas
 from shared.messaging.topics import ensure_topics
 from shared.runtime.config import Settings
+from shared.runtime.supervise import EVENTS as SUPERVISE_EVENTS
 from shared.store.db import migrate
+from shared.web.apikeys import key_line, new_key
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# The unprivileged system user that the services, Prometheus and nginx's workers run as when `make run` is
+# started by root (scripts/infra_install.py adds it): only installing needs root, so nothing else keeps it.
+SERVICE_USER = "order-engine"
+
+
+def service_user(*needed: Path) -> str | None:
+    """SERVICE_USER, if this process is root, the user exists and it can read every path of `needed` (the
+    code and its virtualenv, the folders it writes); else None, and the programs run as this process does.
+    A checkout inside a folder that only root may enter (/root, say) is the usual reason: say so, once."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVICE_USER)
+    except KeyError:
+        return None
+    for path in needed:
+        readable = subprocess.run(["runuser", "-u", SERVICE_USER, "--", "test", "-r", str(path)], check=False)
+        if readable.returncode != 0:
+            print(
+                f"[run] {SERVICE_USER} cannot read {path}: the services run as root (clone the repository"
+                " where other users may read it to run them unprivileged)",
+                file=sys.stderr,
+            )
+            return None
+    return SERVICE_USER
 
 
 def upstream_servers(port: int, replicas: list[int]) -> str:
@@ -36,8 +69,10 @@ def render_proxy_config(settings: Settings, local: Path) -> Path:
     for folder in (run, logs):
         folder.mkdir(parents=True, exist_ok=True)
     text = (ROOT / "infra" / "nginx.conf.in").read_text()
+    worker = service_user(run)
     values = {
-        "USER": "user root;" if os.geteuid() == 0 else "",
+        # nginx's master binds and reads as root; its workers, which talk to clients, run as `worker`
+        "USER": f"user {worker};" if worker else ("user root;" if os.geteuid() == 0 else ""),
         "RUN": str(run),
         "LOGS": str(logs),
         "PORT": str(settings.port),
@@ -78,9 +113,11 @@ def render_prometheus_config(settings: Settings, local: Path, *, scrape_interval
 
 
 # A service that dies after running STARTSECS is restarted at once; one that dies sooner is retried after 1 s,
-# 2 s, 3 s ... (supervisord's backoff), up to START_RETRIES times in a row before it is left FATAL.
+# 2 s, 3 s ... (supervisord's backoff), up to START_RETRIES times in a row, and then goes FATAL, where
+# supervisord would leave it for good. Our event listener (shared/runtime/supervise.py) starts a FATAL
+# service again after a delay that doubles up to a ceiling (60 s), for as long as it takes.
 STARTSECS = 5
-START_RETRIES = 60
+START_RETRIES = 3
 STOP_WAIT_S = 20  # past SHUTDOWN_GRACE_MS (15 s): in-flight swaps finish before a SIGKILL
 
 
@@ -96,13 +133,22 @@ def procfile_programs(procfile: Path) -> dict[str, str]:
 
 def render_supervisor_config(procfile: Path, local: Path, only: Iterable[str] | None = None) -> Path:
     """A supervisord configuration that runs the Procfile's programs (or `only` those) in the foreground,
-    restarts whichever exits (with backoff, logging why), and stops them all on SIGINT/SIGTERM. Each
-    program's output goes straight to the terminal; `$VARS` in commands are expanded now, from this
-    environment (supervisord does not run a shell)."""
+    restarts whichever exits (with backoff, logging why; never giving up: the `supervise` event listener
+    starts a FATAL one again), and stops them all on SIGINT/SIGTERM. Each program's output goes straight to
+    the terminal; `$VARS` in commands are expanded now, from this environment (supervisord does not run a
+    shell)."""
     run, logs = local / "run", local / "logs"
     for folder in (run, logs):
         folder.mkdir(parents=True, exist_ok=True)
     wanted = set(only) if only is not None else None
+    user = service_user(ROOT / ".venv" / "bin" / "python", ROOT / "shared" / "__init__.py")
+    if user is not None and (wanted is None or "prometheus" in wanted):
+        # What a program writes becomes its own: Prometheus's data (the Procfile's --storage.tsdb.path), which
+        # an earlier run as root may have left. supervisord and its event listener stay root's.
+        data = ROOT / ".local" / "prometheus"
+        data.mkdir(parents=True, exist_ok=True)
+        for path in (data, *data.rglob("*")):
+            shutil.chown(path, user)
     sections = [
         "[supervisord]",
         "nodaemon=true",
@@ -118,6 +164,14 @@ def render_supervisor_config(procfile: Path, local: Path, only: Iterable[str] | 
         "",
         "[supervisorctl]",
         f"serverurl=unix://{run / 'supervisor.sock'}",
+        "",
+        "[eventlistener:supervise]",
+        "command=python -m shared.runtime.supervise",
+        f"directory={ROOT}",
+        f"events={','.join(SUPERVISE_EVENTS)}",
+        "autorestart=true",
+        "stderr_logfile=/dev/stdout",  # its stdout is supervisord's protocol channel
+        "stderr_logfile_maxbytes=0",
     ]
     for name, command in procfile_programs(procfile).items():
         if wanted is not None and name not in wanted:
@@ -128,6 +182,7 @@ def render_supervisor_config(procfile: Path, local: Path, only: Iterable[str] | 
             f"[program:{name}]",
             f"command={shlex.join(argv).replace('%', '%%')}",
             f"directory={ROOT}",
+            *([f"user={user}"] if user is not None else []),
             "autorestart=true",
             f"startsecs={STARTSECS}",
             f"startretries={START_RETRIES}",
@@ -143,6 +198,18 @@ def render_supervisor_config(procfile: Path, local: Path, only: Iterable[str] | 
     return out
 
 
+def print_api_key(parser: argparse.ArgumentParser, principal: str) -> None:
+    """A fresh key, shown once: only its hash goes in the API_KEYS file, so a lost key is replaced, not
+    recovered (a principal may hold several keys while its clients move to the new one)."""
+    key = new_key()
+    try:
+        line = key_line(principal, key)
+    except ValueError as exc:
+        parser.error(str(exc))
+    print(f"key (shown once; give it to {principal}): {key}")
+    print(f"line to add to the API_KEYS file:  {line}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m shared.runtime.cli")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,9 +220,14 @@ def main(argv: list[str] | None = None) -> None:
     proxy.add_argument("--local", type=Path, default=ROOT / ".local")
     prometheus = sub.add_parser("prometheus-config")
     prometheus.add_argument("--local", type=Path, default=ROOT / ".local")
+    api_key = sub.add_parser("api-key", help="a new API key and its line for the API_KEYS file")
+    api_key.add_argument("principal", help="who holds the key: a letter, then letters, digits, . _ -")
     supervisor = sub.add_parser("supervisor-config")
     supervisor.add_argument("--local", type=Path, default=ROOT / ".local")
     args = parser.parse_args(argv)
+    if args.command == "api-key":
+        print_api_key(parser, args.principal)
+        return
     settings = Settings()
     if args.command == "migrate":
         applied = asyncio.run(migrate(settings.database_url))

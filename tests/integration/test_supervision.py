@@ -4,6 +4,7 @@ finishing orders (under honcho, one exit stopped every process)."""
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.runtime.cli import ROOT, render_supervisor_config
+from shared.runtime.cli import ROOT, render_supervisor_config, service_user
 from shared.runtime.config import Settings
 from shared.runtime.priority import autogroup_nice
 from shared.store.db import connect
@@ -132,26 +133,22 @@ async def test_a_killed_service_is_restarted_and_orders_still_finish(
             priority["ingress"] + Settings().stage_nice
         }, stage
     assert priority["ingress"] == priority["notifier"] == os.getpriority(os.PRIO_PROCESS, 0)
+    # Started by root, the services run as the unprivileged SERVICE_USER (where it can read the checkout).
+    user = service_user(ROOT / ".venv" / "bin" / "python", ROOT / "shared" / "__init__.py")
+    owners = {name: Path(f"/proc/{pid}").stat().st_uid for name, pid in before.items()}
+    assert owners == dict.fromkeys(SERVICES, pwd.getpwnam(user).pw_uid if user else os.geteuid())
     # So does the SQL they send: their Postgres backends (the server is on this machine) run at their
-    # niceness, and ingress's at the server's own.
+    # niceness, and ingress's at the server's own. As another user than the server's, the OS refuses them
+    # that, and every backend keeps the server's niceness.
     backends, untouched, groups = await backends_niceness(stack, before)
     assert untouched < priority["router"], untouched
-    assert backends == {
-        "router": {priority["router"]},
-        "executor": {priority["executor"]},
-        "ingress": {untouched},
-        "notifier": {untouched},
-    }
+    lowered = {"router": priority["router"], "executor": priority["executor"]} if user is None else {}
+    assert backends == {name: {lowered.get(name, untouched)} for name in SERVICES}
     # With autogroups, each backend (it leads its own session) is ranked by its group's niceness: the
     # stages' are lowered too. The services share supervisord's session and group, which nobody renices
     # (that would lower ingress with the stages).
     if autogroup_nice(os.getpid()) is not None:
-        assert groups == {
-            "router": {priority["router"]},
-            "executor": {priority["executor"]},
-            "ingress": {0},
-            "notifier": {0},
-        }
+        assert groups == {name: {lowered.get(name, 0)} for name in SERVICES}
         assert {autogroup_nice(pid) for pid in before.values()} == {autogroup_nice(supervised.popen.pid)}
 
     os.kill(before[victim], signal.SIGKILL)
@@ -168,3 +165,37 @@ async def test_a_killed_service_is_restarted_and_orders_still_finish(
     assert await wait_status(stack, await place(stack), timeout=90) == "confirmed"
     log = (supervised.config.parent / "logs" / "supervisord.log").read_text()
     assert f"exited: {victim} (terminated by SIGKILL; not expected)" in log, log[-2000:]
+
+
+async def test_a_program_that_keeps_failing_is_started_again_after_it_goes_fatal(tmp_path: Path) -> None:
+    """supervisord alone leaves a program FATAL for good after its start retries; the `supervise` event
+    listener of the rendered configuration starts it again, after a delay that grows to a ceiling."""
+    procfile = tmp_path / "Procfile"
+    procfile.write_text('failing: python -c "raise SystemExit(3)"\n')
+    config = render_supervisor_config(procfile, tmp_path / "local")
+    log = tmp_path / "local" / "logs" / "supervisord.log"
+    out = tmp_path / "supervisord.out"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    with open(out, "wb") as output:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(config)],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def fatal_twice() -> bool:
+            return log.exists() and log.read_text().count("gave up: failing entered FATAL state") >= 2
+
+        await wait_for(fatal_twice, timeout=90, interval=0.2, what="the failing program FATAL twice")
+        # supervisord never starts a FATAL program by itself: the listener did.
+        after_first = log.read_text().split("gave up: failing entered FATAL state", 1)[1]
+        assert "spawned: 'failing'" in after_first, out.read_text()[-2000:]
+    finally:
+        popen.send_signal(signal.SIGTERM)
+        try:
+            popen.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
