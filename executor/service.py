@@ -31,9 +31,9 @@ from shared.messaging.streaming import job_context
 from shared.messaging.topics import ORDERS
 from shared.runtime.clock import utcnow
 from shared.runtime.logging import get_logger
-from shared.runtime.metrics import EXECUTION_SECONDS, QUEUE_WAIT_SECONDS, SWAPS_IN_FLIGHT
+from shared.runtime.metrics import EXECUTION_SECONDS, QUEUE_WAIT_SECONDS, SWAPS_IN_FLIGHT, SWEEP_ROWS_SKIPPED
 from shared.runtime.tasks import TaskPool
-from shared.store.db import UNREACHABLE, exclusive
+from shared.store.db import exclusive, is_unreachable
 from shared.store.orders import message
 from shared.store.steps import OrderSteps
 from shared.venue.protocol import Venue
@@ -173,10 +173,16 @@ class ExecutorService:
             # a backlogged router gets one copy, not one per sweep
             if (order.id, order.seq) not in self._redriven
         ]
+        redriven = []
         for order in stalled:
-            self._redriven[(order.id, order.seq)] = now
+            self._redriven[(order.id, order.seq)] = now  # one that cannot be redriven waits as long
+            try:
+                redriven.append(redrive(order))
+            except ValueError as exc:  # a value its message cannot carry (pydantic's ValidationError)
+                _skipped("redrive", order, exc)
+                continue
             logger.info("order.redriven", orderId=str(order.id), status=order.status.value)
-        await self._steps.outbox.write([redrive(order) for order in stalled])
+        await self._steps.outbox.write(redriven)
 
     async def _settle(self, order: OrderRecord) -> None:
         """A submission that can no longer land: the venue settles it (a swap that landed, or a mark that this
@@ -196,14 +202,20 @@ class ExecutorService:
 async def _isolated(
     step: str, order: OrderRecord, action: Callable[[OrderRecord], Awaitable[object]]
 ) -> None:
-    """Run one order's sweep step; a failure is logged and the pass goes on with the next order. An
-    unreachable Postgres ends the pass (every other order would fail the same way)."""
+    """Run one order's sweep step; a failure is logged and counted, and the pass goes on with the next order.
+    An unreachable Postgres ends the pass (every other order would fail the same way); a value Postgres
+    refuses does not, though asyncpg may word it as an InterfaceError (`is_unreachable`)."""
     try:
         await action(order)
-    except UNREACHABLE:
-        raise
     except Exception as exc:
-        logger.error("sweep.order_failed", orderId=str(order.id), step=step, error=repr(exc), exc_info=exc)
+        if is_unreachable(exc):
+            raise
+        _skipped(step, order, exc)
+
+
+def _skipped(step: str, order: OrderRecord, exc: Exception) -> None:
+    SWEEP_ROWS_SKIPPED.labels("executor", step).inc()
+    logger.error("sweep.order_failed", orderId=str(order.id), step=step, error=repr(exc), exc_info=exc)
 
 
 def redrive(order: OrderRecord) -> Message:

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 import asyncpg
@@ -263,13 +263,16 @@ def encode_cursor(position: Position) -> str:
 
 
 def decode_cursor(cursor: str) -> Position:
+    """Where the previous page ended; a 400 naming the cursor for anything this API could not have given,
+    including a time with no UTC equivalent (`0001-01-01T00:00:00+05:00`): Postgres compares in UTC, and
+    asyncpg would refuse to send it (DataError), so it is refused here, where the field is known."""
     try:
         created_at, order_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        position = Position(datetime.fromisoformat(created_at), UUID(order_id))
-        if position.created_at.tzinfo is None:
+        at = datetime.fromisoformat(created_at)
+        if at.tzinfo is None:
             raise ValueError("a cursor's time has its offset")
-        return position
-    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError) as exc:
+        return Position(at.astimezone(UTC), UUID(order_id))
+    except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError, OverflowError) as exc:
         raise InvalidBody(
             "the cursor is not one this API gave",
             details=[{"field": "cursor", "message": "not a cursor from a previous page"}],

@@ -16,6 +16,12 @@ ORDERS_ACCEPTED = Counter("orders_accepted_total", "Orders accepted by ingress (
 ORDERS_FINISHED = Counter("orders_finished_total", "Orders that reached a final status.", ["status"])
 ORDER_RETRIES = Counter("order_retries_total", "Retries scheduled after a retriable failure.", ["error"])
 ORDER_FAILURES = Counter("order_failures_total", "Orders failed, by error code.", ["error"])
+SWEEP_ROWS_SKIPPED = Counter(
+    "sweep_rows_skipped_total",
+    "Orders a sweep pass skipped because their step failed (a value the store refused, a row that does not"
+    " decode, a venue error); the pass went on with the rest. By stage and step (settle, time_out, redrive).",
+    ["stage", "step"],
+)
 
 QUOTE_SECONDS = Histogram(
     "dex_quote_seconds", "Time to get a quote from a venue.", ["dex"], buckets=LATENCY_BUCKETS
@@ -107,6 +113,12 @@ OUTBOX_ROUND_SECONDS = Histogram(
 OUTBOX_PARKED = Counter(
     "outbox_rows_parked_total",
     "Outbox rows Kafka refused for good (too large, invalid topic), parked instead of retried: alert on any.",
+)
+MESSAGES_REJECTED = Counter(
+    "messages_rejected_total",
+    "Messages a consumer could not read and skipped (quarantined where its stage owns the topic), by topic"
+    " (its catalogue name) and reason: key, headers, value (not JSON), schema (JSON its model refuses).",
+    ["topic", "reason"],
 )
 CLOCK_OFFSET = Gauge(
     "clock_offset_seconds", "How far Postgres's clock, which this process follows, is ahead of the host's."

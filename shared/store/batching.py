@@ -19,12 +19,16 @@ from typing import Generic, TypeVar
 import asyncpg
 
 from shared.messaging.outbox import Outbox, OutboxRow
+from shared.runtime.logging import get_logger
 from shared.runtime.metrics import (
     GROUP_COMMIT_BATCH_ITEMS,
     GROUP_COMMIT_FLUSH_SECONDS,
     GROUP_COMMIT_WAIT_SECONDS,
 )
-from shared.runtime.tasks import cancel_and_wait
+from shared.runtime.tasks import cancel_and_wait, essential
+from shared.store.db import ROW_ERRORS
+
+logger = get_logger(__name__)
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
@@ -36,6 +40,13 @@ class Flushed(Generic[ResultT]):
 
     results: list[ResultT]
     rows: list[OutboxRow]
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """An item's outcome when its own statement failed."""
+
+    error: BaseException
 
 
 FlushFn = Callable[[asyncpg.Connection, Sequence[ItemT]], Awaitable[Flushed[ResultT]]]
@@ -64,7 +75,9 @@ class GroupCommit(Generic[ItemT, ResultT]):
         self._items = GROUP_COMMIT_BATCH_ITEMS.labels(name)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"group-commit-{self._name}")
+        """Start the flusher. It is essential (shared/runtime/tasks.py): should it die, every later write
+        would fail ("has stopped") while the process looked alive, so the process exits instead."""
+        self._task = essential(asyncio.create_task(self._run(), name=f"group-commit-{self._name}"))
 
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
@@ -99,13 +112,27 @@ class GroupCommit(Generic[ItemT, ResultT]):
                 await self._flush_batch(batch)
 
     async def _flush_batch(self, batch: list[tuple[ItemT, asyncio.Future[ResultT]]]) -> None:
+        """Write the batch in one statement and answer each caller. If the statement fails because of a row
+        (ROW_ERRORS: one caller's value, not the connection), no row was written: the items are written
+        again one statement each, so only the caller at fault gets the error. Any other failure fails every
+        item of the batch (writing them one by one would only repeat it, a timeout each)."""
         self._items.observe(len(batch))
         started = time.perf_counter()
         try:
             async with self._pool.acquire() as conn:
-                flushed = await self._flush(conn, [item for item, _ in batch])
+                try:
+                    flushed = await self._flush(conn, [item for item, _ in batch])
+                    outcomes: list[ResultT | _Failed] = list(flushed.results)
+                    rows = flushed.rows
+                except ROW_ERRORS as exc:
+                    if len(batch) == 1:
+                        raise
+                    logger.warning(
+                        "group_commit.row_by_row", name=self._name, items=len(batch), error=repr(exc)
+                    )
+                    outcomes, rows = await self._flush_one_by_one(conn, [item for item, _ in batch])
             if self._outbox is not None:
-                await self._outbox.publish(flushed.rows)
+                await self._outbox.publish(rows)
             self._flushed.observe(time.perf_counter() - started)
         except asyncio.CancelledError:
             for _, future in batch:
@@ -117,6 +144,31 @@ class GroupCommit(Generic[ItemT, ResultT]):
                 if not future.done():
                     future.set_exception(exc)
             return
-        for (_, future), result in zip(batch, flushed.results, strict=True):
-            if not future.done():
-                future.set_result(result)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, _Failed):
+                future.set_exception(outcome.error)
+            else:
+                future.set_result(outcome)
+
+    async def _flush_one_by_one(
+        self, conn: asyncpg.Connection, items: list[ItemT]
+    ) -> tuple[list[ResultT | _Failed], list[OutboxRow]]:
+        """Each item in a statement of its own: its result, or the error its row caused. Should the connection
+        fail on the way, the items written so far keep their results (they are committed) and the rest get
+        that error."""
+        outcomes: list[ResultT | _Failed] = []
+        rows: list[OutboxRow] = []
+        for index, item in enumerate(items):
+            try:
+                flushed = await self._flush(conn, [item])
+            except ROW_ERRORS as exc:
+                outcomes.append(_Failed(exc))
+                continue
+            except Exception as exc:  # delivered to the callers not yet written, as a failed batch would be
+                outcomes.extend(_Failed(exc) for _ in items[index:])
+                break
+            outcomes.extend(flushed.results)
+            rows.extend(flushed.rows)
+        return outcomes, rows

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import asyncpg
 import orjson
 
-from shared.domain.errors import StoreUnreachable
+from shared.domain.errors import InvalidBody, StoreUnreachable
 from shared.runtime.priority import lower_priority
 
 logger = logging.getLogger(__name__)
@@ -280,7 +280,18 @@ async def migrate(dsn: str) -> list[str]:
         await conn.close()
 
 
-# Errors that mean "Postgres cannot be reached right now" (503, or retry later), not a bug in our SQL.
+# A value Postgres (or asyncpg, on the way) refused: about what was sent, never about the connection, so
+# retrying cannot help. asyncpg.DataError is SQLSTATE class 22 (out of range, too long, bad text for the
+# type), and also what asyncpg raises for an argument it cannot encode (a datetime with no UTC equivalent,
+# an int past int8). asyncpg also defines an InterfaceError-flavoured DataError (exceptions._base); being an
+# InterfaceError it matches UNREACHABLE too, so an `except BAD_VALUE` must come before an `except
+# UNREACHABLE`, or use `is_unreachable`.
+BAD_VALUE: tuple[type[BaseException], ...] = (asyncpg.DataError, asyncpg.exceptions._base.DataError)
+
+# Errors that mean "Postgres cannot be reached right now" (503, or retry later), not a bug in our SQL. The
+# plain InterfaceError is asyncpg's word for a connection that closed or a pool that is closing (leaving
+# `async with conn.transaction()` after the connection dropped raises one); its ValueError subclasses are
+# not about the connection: see BAD_VALUE and `is_unreachable`.
 UNREACHABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -292,16 +303,38 @@ UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
 )
 
+# What one row of a batched statement can cause on its own, so that writing the rows one by one leaves the
+# others unharmed: a refused value, a broken constraint, a limit passed (an index row too large), a row that
+# meets another of the same batch. Anything else (a connection, a timeout, a read-only server, our SQL)
+# would fail every row alike.
+ROW_ERRORS: tuple[type[BaseException], ...] = (
+    *BAD_VALUE,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+    asyncpg.CardinalityViolationError,
+)
+
 # A statement that did not succeed, whatever the reason (unreachable, or refused by the server): what a
 # best-effort background task (heartbeat, pruning, a probe) logs and tries again later.
 FAILED: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *UNREACHABLE)
 
 
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says Postgres cannot be reached now (retry later), rather than that what we sent was
+    refused (BAD_VALUE, which an `except UNREACHABLE` alone would also catch)."""
+    return isinstance(exc, UNREACHABLE) and not isinstance(exc, BAD_VALUE)
+
+
 @contextmanager
 def answering_unavailable() -> Iterator[None]:
     """Around a request's use of Postgres: "cannot reach it" becomes StoreUnreachable (503, the client may
-    retry); anything else is a bug and stays what it is."""
+    retry); a value it refuses becomes InvalidBody (400: the same request would fail again). The edge
+    should have refused such a value with the field named, so one that gets this far is logged. Anything
+    else is a bug and stays what it is."""
     try:
         yield
+    except BAD_VALUE as exc:
+        logger.warning("store refused a request's value", extra={"error": repr(exc)})
+        raise InvalidBody("a value of the request is outside what the order store accepts") from exc
     except UNREACHABLE as exc:
         raise StoreUnreachable() from exc

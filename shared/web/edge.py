@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.domain.errors import (
     EngineError,
     HeadersTooLarge,
+    InvalidBody,
     PayloadTooLarge,
 )
 from shared.web.envelope import error_response
@@ -28,22 +29,74 @@ REQUEST_ID_HEADER_BYTES = REQUEST_ID_HEADER.encode()
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+FORWARDED_FOR = "X-Forwarded-For"
+# Characters: above any address written without a scope id (45 at most), far below a btree index row.
+LONGEST_IDENTITY = 64
+
+
 def client_address(request: HTTPConnection, trusted: Sequence[IPv4Network | IPv6Network]) -> str:
-    """The client's IP: the socket peer, unless the peer is a trusted proxy; then the right-most address of
-    X-Forwarded-For that is not itself a trusted proxy (what a client prepends cannot spoof it)."""
+    """The client's IP, in canonical form (`canonical_address`): the socket peer, unless the peer is a trusted
+    proxy; then the right-most address of X-Forwarded-For that is not itself a trusted proxy (what a client
+    prepends cannot spoof it).
+
+    The address identifies the client: it scopes Idempotency-Keys, rate limits and connection limits, and is
+    stored and indexed with each order. So an X-Forwarded-For entry that would be it must be a plain address:
+    one longer than LONGEST_IDENTITY characters or carrying an IPv6 scope id (`fe80::1%eth0`, which
+    `ipaddress` accepts of any length) is refused with InvalidBody (400, naming the header): no proxy writes
+    one. A short entry that is no address at all is ignored, and the peer stands for the client."""
     peer = request.client.host if request.client else "unknown"
-    if not _is_trusted(peer, trusted):
+    peer_ip = _ip(peer)
+    if peer_ip is None:  # not an IP (a test client, a unix socket): the server's word, used as it is
         return peer
+    if not _in(peer_ip, trusted):
+        return canonical_address(peer_ip)
     forwarded = [a.strip() for a in request.headers.get("x-forwarded-for", "").split(",") if a.strip()]
     for address in reversed(forwarded):
         if not _is_trusted(address, trusted):
-            return address if _is_ip(address) else peer
-    return forwarded[0] if forwarded and _is_ip(forwarded[0]) else peer
+            return _forwarded_identity(address) or canonical_address(peer_ip)
+    if forwarded:  # only proxies in the chain: the first hop
+        return _forwarded_identity(forwarded[0]) or canonical_address(peer_ip)
+    return canonical_address(peer_ip)
+
+
+def canonical_address(ip: IPv4Address | IPv6Address) -> str:
+    """One spelling per address, so that one client is one identity: `ipaddress`'s compressed form
+    (`0:0::1` and `::1` alike), and an IPv4-mapped IPv6 address (`::ffff:192.0.2.1`, how a dual-stack socket
+    reports an IPv4 peer) as its IPv4 address. A peer's scope id (an interface name, from the OS) is kept."""
+    return _unmapped(ip).compressed
+
+
+def _unmapped(ip: IPv4Address | IPv6Address) -> IPv4Address | IPv6Address:
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None and ip.scope_id is None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _forwarded_identity(text: str) -> str | None:
+    """An X-Forwarded-For entry as the client's identity: its canonical form, None when it is no address,
+    or the 400 when it is one that cannot be an identity (too long, or scoped)."""
+    if len(text) > LONGEST_IDENTITY:
+        raise _refused(f"the client's address is longer than {LONGEST_IDENTITY} characters")
+    ip = _ip(text)
+    if ip is None:
+        return None
+    if isinstance(ip, IPv6Address) and ip.scope_id is not None:
+        raise _refused("the client's address carries an IPv6 scope id")
+    return canonical_address(ip)
+
+
+def _refused(reason: str) -> InvalidBody:
+    return InvalidBody(
+        f"{FORWARDED_FOR} does not name a client address",
+        details=[{"field": FORWARDED_FOR, "message": reason}],
+    )
 
 
 def _parse_ip(text: str) -> IPv4Address | IPv6Address | None:
+    """The address `text` spells (an IPv4-mapped one as its IPv4 address, also when matched against the
+    trusted proxies); None when it spells none."""
     try:
-        return ip_address(text)
+        return _unmapped(ip_address(text))
     except ValueError:
         return None
 
@@ -51,20 +104,19 @@ def _parse_ip(text: str) -> IPv4Address | IPv6Address | None:
 # The same few peers and forwarded addresses come back request after request: parse each once. Text
 # longer than any address is parsed (and refused) every time rather than remembered.
 _parse_ip_cached = functools.lru_cache(maxsize=4096)(_parse_ip)
-_LONGEST_ADDRESS = 64
 
 
 def _ip(text: str) -> IPv4Address | IPv6Address | None:
-    return _parse_ip_cached(text) if len(text) <= _LONGEST_ADDRESS else _parse_ip(text)
+    return _parse_ip_cached(text) if len(text) <= LONGEST_IDENTITY else _parse_ip(text)
 
 
-def _is_ip(text: str) -> bool:
-    return _ip(text) is not None
+def _in(ip: IPv4Address | IPv6Address, trusted: Sequence[IPv4Network | IPv6Network]) -> bool:
+    return any(ip in network for network in trusted)
 
 
 def _is_trusted(address: str, trusted: Sequence[IPv4Network | IPv6Network]) -> bool:
     ip = _ip(address)
-    return ip is not None and any(ip in network for network in trusted)
+    return ip is not None and _in(ip, trusted)
 
 
 SECURITY_HEADERS = [

@@ -1,5 +1,5 @@
-"""When the project's connections use TLS (plain to a server on this machine, the user's sslmode always), and
-how they are named."""
+"""When the project's connections use TLS (plain to a server on this machine, the user's sslmode always), how
+they are named, and what an error from Postgres means to a caller (unreachable, a refused value, a bug)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,19 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from shared.store.db import connect_options, is_local_host, server_settings, share_niceness, tls_choice
+from shared.domain.errors import InvalidBody, StoreUnreachable
+from shared.store.db import (
+    answering_unavailable,
+    connect_options,
+    is_local_host,
+    is_unreachable,
+    server_settings,
+    share_niceness,
+    tls_choice,
+)
 from tests.fixtures.polling import eventually
 
 BASE = "postgres://user:password@{host}/order_engine"
@@ -170,3 +180,58 @@ def test_a_process_not_proven_to_serve_the_connection_is_left_alone(
     unknown_socket = stand_in()
     share_niceness(Served(unknown_socket.pid, None))
     assert [niceness(p) for p in (other_client, not_postgres, unknown_socket)] == [before] * 3
+
+
+# --- what an error from Postgres means to a caller --------------------------------------------------------
+
+# asyncpg raises asyncpg.DataError (a PostgresError) for an argument it cannot encode; its other DataError,
+# in exceptions._base, is an InterfaceError and so falls inside UNREACHABLE's InterfaceError.
+ENCODING = asyncpg.DataError(
+    "invalid input for query argument $1: datetime(1, 1, 1) (date value out of range)"
+)
+INTERFACE_FLAVOURED = asyncpg.exceptions._base.DataError("invalid input for query argument $1")
+GONE = asyncpg.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+CLOSED = asyncpg.InterfaceError("cannot call Transaction.__aexit__(): the underlying connection is closed")
+
+
+@pytest.mark.parametrize(
+    "exc,unreachable",
+    [
+        (ENCODING, False),
+        (INTERFACE_FLAVOURED, False),
+        (
+            asyncpg.ProgramLimitExceededError("index row size 8040 exceeds btree version 4 maximum 2704"),
+            False,
+        ),
+        (GONE, True),
+        (CLOSED, True),  # what leaving a transaction raises once its connection dropped
+        (asyncpg.TooManyConnectionsError("sorry, too many clients already"), True),
+        (TimeoutError(), True),
+        (ConnectionRefusedError(), True),
+    ],
+)
+def test_only_connection_level_errors_are_unreachable(exc: BaseException, unreachable: bool) -> None:
+    """Bug caught: a refused value classed "database unreachable" (a retriable 503 that fails forever, a sweep
+    pass ended). Mutant killed: `is_unreachable` as a bare `isinstance(exc, UNREACHABLE)`."""
+    assert is_unreachable(exc) is unreachable
+
+
+@pytest.mark.parametrize("exc", [ENCODING, INTERFACE_FLAVOURED])
+def test_a_refused_value_in_a_request_is_a_400(exc: BaseException) -> None:
+    """Mutant killed: answering_unavailable without its BAD_VALUE clause (503 for the InterfaceError-flavoured
+    one, a 500 for asyncpg.DataError)."""
+    with pytest.raises(InvalidBody) as refused, answering_unavailable():
+        raise exc
+    assert refused.value.http_status == 400 and refused.value.__cause__ is exc
+
+
+@pytest.mark.parametrize("exc", [GONE, CLOSED])
+def test_a_lost_connection_in_a_request_is_a_503(exc: BaseException) -> None:
+    with pytest.raises(StoreUnreachable), answering_unavailable():
+        raise exc
+
+
+def test_any_other_postgres_error_in_a_request_stays_what_it_is() -> None:
+    """A bug of ours (here a constraint our SQL should have kept) is a 500, not disguised as the caller's."""
+    with pytest.raises(asyncpg.UniqueViolationError), answering_unavailable():
+        raise asyncpg.UniqueViolationError("duplicate key value violates unique constraint")

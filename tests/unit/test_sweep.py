@@ -1,16 +1,18 @@
 """The executor's sweep with in-memory stand-ins for Postgres, the venue and the order steps: one order
-that fails does not stop the pass, an unreachable Postgres does, and only the executor holding the sweep
-lock sweeps."""
+that fails (a value Postgres refuses included) is skipped and counted and does not stop the pass, an
+unreachable Postgres does, and only the executor holding the sweep lock sweeps."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 import pytest
+from prometheus_client import REGISTRY
 
 from executor import repository
 from executor.service import ExecutorService
@@ -141,3 +143,48 @@ async def test_an_executor_without_the_sweep_lock_does_not_sweep(found: dict[str
     venue, steps, pool = Venue({}), Steps(), Pool(lock_free=False)
     await service(pool, venue, steps).sweep()
     assert venue.settled == [] and steps.retried == [] and not pool.conn.unlocked
+
+
+def skipped(step: str) -> float:
+    """sweep_rows_skipped_total for the executor's `step`, as /metrics would show it."""
+    return REGISTRY.get_sample_value("sweep_rows_skipped_total", {"stage": "executor", "step": step}) or 0.0
+
+
+@pytest.mark.parametrize(
+    "refused",
+    [
+        asyncpg.exceptions._base.DataError("invalid input for query argument $2"),  # an InterfaceError
+        asyncpg.DataError("invalid input for query argument $2: Decimal('NaN') (numeric out of range)"),
+    ],
+)
+async def test_a_value_postgres_refuses_skips_its_order_and_the_pass_goes_on(
+    found: dict[str, list[OrderRecord]], refused: Exception
+) -> None:
+    """Bug caught: one order's bad value ending the whole pass, because asyncpg's InterfaceError-flavoured
+    DataError matched UNREACHABLE. Mutants killed: `_isolated` re-raising UNREACHABLE (the pass ends); no
+    count of the skipped order."""
+    orders = [make_order(status=OrderStatus.SUBMITTED, seq=4, attempt=1) for _ in range(3)]
+    found["settled"] = orders
+    found["overdue"] = [overdue := make_order(status=OrderStatus.BUILDING, seq=3)]
+    venue, steps, pool = Venue({orders[1].id: refused}), Steps(), Pool()
+    before = skipped("settle")
+    await service(pool, venue, steps).sweep()
+    assert venue.settled == [orders[0].id, orders[2].id]
+    assert steps.timed_out == [overdue.id]
+    assert skipped("settle") == before + 1
+
+
+async def test_a_stalled_order_that_cannot_be_redriven_is_skipped_and_the_others_are(
+    found: dict[str, list[OrderRecord]],
+) -> None:
+    """Bug caught: one stalled row whose values no message can carry (a NUMERIC NaN) leaving every stalled
+    order of the pass un-redriven. Mutant killed: building the messages in one comprehension (nothing is
+    written)."""
+    first, second = (make_order(status=OrderStatus.ROUTING, seq=2) for _ in range(2))
+    bad = make_order(status=OrderStatus.ROUTING, seq=2, amount_in=Decimal("NaN"))
+    found["stalled"] = [first, bad, second]
+    steps = Steps()
+    before = skipped("redrive")
+    await service(Pool(), Venue({}), steps).sweep()
+    assert [m.key for m in steps.outbox.written] == [first.id, second.id]
+    assert skipped("redrive") == before + 1
