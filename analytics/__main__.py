@@ -11,6 +11,7 @@ import orjson
 from analytics.report import build_report, render
 from shared.messaging.topics import ANALYTICS_GROUP
 from shared.runtime.config import Settings
+from shared.runtime.logging import configure_logging
 
 
 def main() -> None:
@@ -18,7 +19,9 @@ def main() -> None:
     parser.add_argument("--group", default=ANALYTICS_GROUP, help="consumer group (prefixed)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args()
-    summary = asyncio.run(build_report(Settings(), args.group)).summary()
+    settings = Settings()
+    configure_logging("analytics", settings.log_level, sys.stderr.buffer)  # stdout is the report's
+    summary = asyncio.run(build_report(settings, args.group)).summary()
     sys.stdout.write((orjson.dumps(summary).decode() if args.json else render(summary)) + "\n")
 
 

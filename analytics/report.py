@@ -2,7 +2,8 @@
 
 Reads the topic from the beginning under its own consumer group (so it never disturbs the engine's
 consumers), keeps only each order's latest event by seq (the stream may repeat an event; seq makes that
-harmless), and stops once it has caught up with the end of every partition.
+harmless), and stops once it has caught up with the end of every partition. A message it cannot read is
+counted, logged and skipped (shared/messaging/quarantine.py): it owns no part of the topic to set it aside.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from shared.domain.events import StatusEvent
 from shared.domain.status import OrderStatus
 from shared.messaging.kafka import topic_partitions
+from shared.messaging.quarantine import Rejected, read, reject
 from shared.messaging.topics import ORDER_STATUS
 from shared.runtime.config import Settings
 
@@ -34,6 +36,16 @@ class Report:
     orders: dict[UUID, OrderFacts] = field(default_factory=dict)
     events: int = 0
     duplicates: int = 0
+    unreadable: int = 0
+
+    def take(self, key: bytes | None, value: bytes | None, *, partition: int, offset: int) -> None:
+        """Add one message as it came off the topic; skip it, counted, if it cannot be read."""
+        event = read(StatusEvent, key, value)
+        if isinstance(event, Rejected):
+            reject(ORDER_STATUS.name, partition, offset, event)
+            self.unreadable += 1
+            return
+        self.add(event)
 
     def add(self, event: StatusEvent) -> None:
         self.events += 1
@@ -60,6 +72,7 @@ class Report:
             "orders": len(self.orders),
             "events": self.events,
             "duplicateEvents": self.duplicates,
+            "unreadableMessages": self.unreadable,
             "open": len(self.orders) - len(finals),
             "confirmed": len(confirmed),
             "failed": len(failed),
@@ -106,7 +119,9 @@ async def build_report(settings: Settings, group: str) -> Report:
             batches = await consumer.getmany(*pending, timeout_ms=500)
             for messages in batches.values():
                 for message in messages:
-                    report.add(StatusEvent.from_json(message.value))
+                    report.take(
+                        message.key, message.value, partition=message.partition, offset=message.offset
+                    )
             for tp in list(pending):
                 if await consumer.position(tp) >= ends[tp]:
                     pending.discard(tp)
@@ -120,7 +135,7 @@ async def build_report(settings: Settings, group: str) -> Report:
 def render(summary: dict[str, Any]) -> str:
     lines = [
         f"orders          {summary['orders']} ({summary['open']} open, {summary['events']} events,"
-        f" {summary['duplicateEvents']} repeated)",
+        f" {summary['duplicateEvents']} repeated, {summary['unreadableMessages']} unreadable)",
         f"confirmed       {summary['confirmed']}",
         f"failed          {summary['failed']}",
         f"cancelled       {summary['cancelled']}",

@@ -1,4 +1,5 @@
-"""The executor stage's faust app and agent: decode a batch, hand it to the service."""
+"""The executor stage's faust app and agent: decode a batch, hand it to the service. A message that cannot
+be read is set aside on the topic's quarantine and skipped (shared/messaging/quarantine.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import faust
 
 from executor.service import ExecuteJob, ExecutorService
 from shared.domain.events import ExecuteOrder
+from shared.messaging.quarantine import Quarantine
 from shared.messaging.streaming import StageApp, StageContext, job_id
 from shared.messaging.topics import EXECUTOR_GROUP, ORDERS_EXECUTE
 from shared.runtime.config import get_settings
@@ -41,9 +43,11 @@ execute_topic = app.bytes_topic(ORDERS_EXECUTE)
 
 @app.agent(execute_topic)
 async def execute_orders(stream: faust.StreamT[bytes]) -> None:
+    quarantine = Quarantine(lambda: app.stage_producer, settings)
     async for events in app.batches(stream):
-        jobs = []
-        for event in events:
-            command = ExecuteOrder.from_json(event.value)
-            jobs.append(ExecuteJob(command.order_id, command.correlation_id, job_id(event)))
-        await app.stage_service.accept(jobs)
+        jobs = [
+            ExecuteJob(command.order_id, command.correlation_id, job_id(event))
+            for event, command in await quarantine.decode(events, ExecuteOrder)
+        ]
+        if jobs:
+            await app.stage_service.accept(jobs)

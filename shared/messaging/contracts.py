@@ -4,13 +4,17 @@ docs/schemas/<topic>.v<version>.json and docs/asyncapi.json (every topic as an A
 models as its message payloads) are generated from the models (`python -m shared.runtime.cli schemas`) and a
 test keeps the committed files identical to the models and validates real messages against them. The
 versioning rule: a contract changes only by adding optional fields; anything else is a new topic version.
+
+The quarantine topics (`<topic>.quarantine`) carry raw copies of messages that could not be read, whatever
+their bytes: they have an AsyncAPI channel (binary payload, the headers that say where a copy came from)
+and no JSON Schema.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 from pydantic import BaseModel
@@ -24,7 +28,23 @@ from shared.domain.events import (
     StatusEvent,
 )
 from shared.messaging.kafka import CORRELATION_HEADER
-from shared.messaging.topics import ORDER_STATUS, ORDERS, ORDERS_DLQ, ORDERS_EXECUTE, ORDERS_RETRY, TopicSpec
+from shared.messaging.quarantine import (
+    ERROR_HEADER,
+    REASON_HEADER,
+    SOURCE_OFFSET_HEADER,
+    SOURCE_PARTITION_HEADER,
+    SOURCE_TOPIC_HEADER,
+    Reason,
+)
+from shared.messaging.topics import (
+    ORDER_STATUS,
+    ORDERS,
+    ORDERS_DLQ,
+    ORDERS_EXECUTE,
+    ORDERS_RETRY,
+    QUARANTINES,
+    TopicSpec,
+)
 
 CONTRACTS: dict[TopicSpec, type[BaseModel]] = {
     ORDERS: OrderPlaced,
@@ -144,9 +164,93 @@ def asyncapi_operations(spec: TopicSpec) -> dict[str, Any]:
     return operations
 
 
+QUARANTINED_MESSAGE = "QuarantinedMessage"
+QUARANTINE_HEADERS = {
+    "type": "object",
+    "description": "The source message's own headers, as they came (minus any x-quarantine-* among them),"
+    " then these.",
+    "properties": {
+        SOURCE_TOPIC_HEADER: {
+            "type": "string",
+            "description": "The topic it was read from (with TOPIC_PREFIX).",
+        },
+        SOURCE_PARTITION_HEADER: {
+            "type": "string",
+            "pattern": r"^\d+$",
+            "description": "Its partition there.",
+        },
+        SOURCE_OFFSET_HEADER: {"type": "string", "pattern": r"^\d+$", "description": "Its offset there."},
+        REASON_HEADER: {
+            "type": "string",
+            "enum": list(get_args(Reason)),
+            "description": "What could not be read: the key (not the value's orderId in UTF-8), the headers"
+            " (x-correlation-id not UTF-8 text), the value (not JSON), or its schema (JSON the topic's model"
+            " refuses). Also the `reason` label of messages_rejected_total.",
+        },
+        ERROR_HEADER: {"type": "string", "description": "The first error found, in short."},
+    },
+    "required": [SOURCE_TOPIC_HEADER, SOURCE_PARTITION_HEADER, SOURCE_OFFSET_HEADER, REASON_HEADER],
+}
+
+
+def quarantine_channel(spec: TopicSpec, source: TopicSpec) -> dict[str, Any]:
+    """The AsyncAPI channel of `source`'s quarantine `spec`: raw copies, so a binary payload and no schema."""
+    return {
+        "address": spec.name,
+        "title": spec.name,
+        "description": f"{spec.purpose}. Each is a copy of a `{source.name}` message its stage could not"
+        " read, written before that stage committed past it (docs/reliability.md, Poison messages).",
+        "messages": {
+            QUARANTINED_MESSAGE: {
+                "name": QUARANTINED_MESSAGE,
+                "title": QUARANTINED_MESSAGE,
+                "summary": f"A `{source.name}` message as received: its key and value byte for byte.",
+                "contentType": "application/octet-stream",
+                "headers": QUARANTINE_HEADERS,
+                "payload": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "The source message's value, byte for byte (maybe not JSON, maybe empty).",
+                },
+                "bindings": {
+                    "kafka": {
+                        "key": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "The source message's key, byte for byte (maybe absent, maybe not"
+                            " UTF-8).",
+                        },
+                        "bindingVersion": KAFKA_BINDING_VERSION,
+                    }
+                },
+            }
+        },
+        "bindings": {
+            "kafka": {
+                "topicConfiguration": {"retention.ms": spec.retention_ms},
+                "bindingVersion": KAFKA_BINDING_VERSION,
+            }
+        },
+    }
+
+
+def quarantine_operations(spec: TopicSpec, source: TopicSpec) -> dict[str, Any]:
+    """The engine sends on a quarantine; nothing of it reads one (operators do, by hand)."""
+    channel = channel_id(spec)
+    return {
+        f"send{channel[:1].upper()}{channel[1:]}": {
+            "action": "send",
+            "channel": {"$ref": f"#/channels/{channel}"},
+            "messages": [{"$ref": f"#/channels/{channel}/messages/{QUARANTINED_MESSAGE}"}],
+            "summary": f"The stage that reads `{source.name}` sets aside there what it cannot read.",
+        }
+    }
+
+
 def asyncapi_document() -> dict[str, Any]:
     """docs/asyncapi.json: every topic of CONTRACTS as an AsyncAPI 3.0.0 channel whose message payload is
-    the topic's model, as in docs/schemas (embedded; definitions that models share: components.schemas)."""
+    the topic's model, as in docs/schemas (embedded; definitions that models share: components.schemas),
+    and every quarantine topic as a channel of raw copies."""
     shared: dict[str, Any] = {}
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
@@ -159,6 +263,10 @@ def asyncapi_document() -> dict[str, Any]:
                 raise ValueError(f"two contracts define {name} differently")
         channels[channel_id(spec)] = asyncapi_channel(spec, payload)
         operations |= asyncapi_operations(spec)
+    for name, spec in QUARANTINES.items():
+        source = next(contract for contract in CONTRACTS if contract.name == name)
+        channels[channel_id(spec)] = quarantine_channel(spec, source)
+        operations |= quarantine_operations(spec, source)
     return {
         "asyncapi": "3.0.0",
         "info": {

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from shared.messaging.contracts import ASYNCAPI_PATH, CONTRACTS, channel_id
-from shared.messaging.topics import ORDERS
+from shared.messaging.contracts import ASYNCAPI_PATH, channel_id
+from shared.messaging.topics import CATALOGUE, ORDERS
 from tests.fixtures.stack import ROOT
 
 pytestmark = pytest.mark.integration
@@ -40,7 +40,7 @@ def check_asyncapi(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_committed_asyncapi_document_parses() -> None:
     result = check_asyncapi()
     assert result.returncode == 0, result.stdout + result.stderr
-    assert f", {len(CONTRACTS)} channels," in result.stdout, result.stdout
+    assert f", {len(CATALOGUE)} channels," in result.stdout, result.stdout
 
 
 def without_asyncapi_field(document: dict[str, Any]) -> None:

@@ -14,7 +14,13 @@ from shared.messaging.contracts import (
     schema_for,
     schema_path,
 )
-from shared.messaging.topics import TopicSpec
+from shared.messaging.quarantine import (
+    REASON_HEADER,
+    SOURCE_OFFSET_HEADER,
+    SOURCE_PARTITION_HEADER,
+    SOURCE_TOPIC_HEADER,
+)
+from shared.messaging.topics import CATALOGUE, QUARANTINES, TopicSpec
 
 
 @pytest.mark.parametrize("spec", list(CONTRACTS), ids=lambda s: s.name)
@@ -39,10 +45,20 @@ def test_committed_asyncapi_document_is_what_the_models_say() -> None:
     )
 
 
+def test_every_topic_of_the_catalogue_is_described() -> None:
+    """What `ensure_topics` creates is what the docs describe: a JSON Schema (docs/schemas) for each topic of
+    JSON values, an AsyncAPI channel for every topic, quarantines included."""
+    assert set(CATALOGUE) == set(CONTRACTS) | set(QUARANTINES.values())
+    assert not set(CONTRACTS) & set(QUARANTINES.values())
+    for spec in CONTRACTS:
+        assert schema_path(spec).exists(), spec.name
+    addresses = {channel["address"] for channel in asyncapi_document()["channels"].values()}
+    assert addresses == {spec.name for spec in CATALOGUE}
+
+
 def test_every_topic_has_its_channel_with_its_model_as_payload() -> None:
     document = asyncapi_document()
     channels = {channel["address"]: channel for channel in document["channels"].values()}
-    assert set(channels) == {spec.name for spec in CONTRACTS}
     for spec, model in CONTRACTS.items():
         (message,) = channels[spec.name]["messages"].values()
         assert message["payload"]["title"] == model.__name__
@@ -76,3 +92,31 @@ def test_every_reference_resolves_inside_the_asyncapi_document() -> None:
         for part in ref.removeprefix("#/").split("/"):
             assert isinstance(node, dict) and part in node, f"{ref} does not resolve"
             node = node[part]
+
+
+def test_a_quarantine_channel_describes_raw_copies_and_where_they_came_from() -> None:
+    document = asyncapi_document()
+    for source, spec in QUARANTINES.items():
+        channel = document["channels"][channel_id(spec)]
+        assert channel["address"] == f"{source}.quarantine"
+        (message,) = channel["messages"].values()
+        assert message["contentType"] == "application/octet-stream"
+        assert message["payload"]["format"] == "binary"
+        assert set(message["headers"]["required"]) == {
+            SOURCE_TOPIC_HEADER,
+            SOURCE_PARTITION_HEADER,
+            SOURCE_OFFSET_HEADER,
+            REASON_HEADER,
+        }
+        assert message["headers"]["properties"][REASON_HEADER]["enum"] == [
+            "key",
+            "headers",
+            "value",
+            "schema",
+        ]
+        actions = [
+            op["action"]
+            for op in document["operations"].values()
+            if op["channel"] == {"$ref": f"#/channels/{channel_id(spec)}"}
+        ]
+        assert actions == ["send"], "the stage writes it; nothing of the engine reads it"
