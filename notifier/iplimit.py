@@ -1,6 +1,8 @@
-"""How many WebSockets one client IP holds across every notifier: at most WS_MAX_PER_IP, counted in Redis.
+"""How many WebSockets one client holds across every notifier: at most WS_MAX_PER_IP, counted in Redis. The
+client is its API key's principal with API_KEYS, else its IP (notifier/handshake.py); a principal's name
+never reads as an address, so the two never share a count.
 
-A connection holds a lease: a member of the IP's sorted set, scored with its expiry. One Lua script drops
+A connection holds a lease: a member of the client's sorted set, scored with its expiry. One Lua script drops
 expired leases, counts the rest and adds the new one if there is room, atomically, on Redis's clock (so
 notifiers agree whatever their own clocks). Each notifier renews its leases every LEASE_RENEW_S and removes
 one when its socket closes; a notifier that dies leaves leases that expire within LEASE_TTL_S.
@@ -58,35 +60,38 @@ class IpLeases:
         self._prefix = key_prefix
         self._take = redis.register_script(TAKE_LEASE)
         self._renew = redis.register_script(RENEW_LEASES)
-        self._held: defaultdict[str, set[str]] = defaultdict(set)  # ip -> this process's leases
+        self._held: defaultdict[str, set[str]] = defaultdict(set)  # client -> this process's leases
         self._task: asyncio.Task[None] | None = None
 
-    def _key(self, ip: str) -> str:
-        return f"{self._prefix}ws:ip:{ip}"
+    def _key(self, client: str) -> str:
+        return f"{self._prefix}ws:client:{client}"
 
-    async def acquire(self, ip: str) -> str | None:
-        """A lease for one more socket of `ip`, or None when it holds WS_MAX_PER_IP already. Fails open."""
+    async def acquire(self, client: str) -> str | None:
+        """A lease for one more socket of `client`, or None when it holds WS_MAX_PER_IP already. Fails
+        open."""
         lease = uuid.uuid4().hex
         try:
-            granted = await self._take(keys=[self._key(ip)], args=[self._limit, LEASE_TTL_S * 1000, lease])
+            granted = await self._take(
+                keys=[self._key(client)], args=[self._limit, LEASE_TTL_S * 1000, lease]
+            )
         except REDIS_FAILED as exc:
             logger.warning("ws.ip_limit_unavailable", error=repr(exc))
             return ""  # no lease to renew or release: the socket is let through uncounted
         if not granted:
             return None
-        self._held[ip].add(lease)
+        self._held[client].add(lease)
         return lease
 
-    async def release(self, ip: str, lease: str) -> None:
+    async def release(self, client: str, lease: str) -> None:
         if not lease:
             return
-        held = self._held.get(ip)
+        held = self._held.get(client)
         if held is not None:
             held.discard(lease)
             if not held:
-                del self._held[ip]
+                del self._held[client]
         try:
-            await self._redis.zrem(self._key(ip), lease)
+            await self._redis.zrem(self._key(client), lease)
         except REDIS_FAILED as exc:  # it expires within LEASE_TTL_S
             logger.warning("ws.ip_lease_release_failed", error=repr(exc))
 
@@ -99,9 +104,9 @@ class IpLeases:
     async def _renew_forever(self) -> None:
         while True:
             await asyncio.sleep(LEASE_RENEW_S)
-            for ip, leases in list(self._held.items()):
+            for client, leases in list(self._held.items()):
                 try:
-                    await self._renew(keys=[self._key(ip)], args=[LEASE_TTL_S * 1000, *leases])
+                    await self._renew(keys=[self._key(client)], args=[LEASE_TTL_S * 1000, *leases])
                 except REDIS_FAILED as exc:
                     logger.warning("ws.ip_lease_renew_failed", error=repr(exc))
                     break

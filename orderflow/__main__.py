@@ -6,8 +6,10 @@
   orderflow cancel ORDER_ID
 
 The server is --url, else $ORDERFLOW_URL, else http://127.0.0.1:3000; its WebSocket is the same address
-with ws:// (https: wss://). --json (before or after the command) is for scripts: order --watch and watch
-print each WebSocket message as one JSON line (the snapshot, then one status message per event, each event
+with ws:// (https: wss://). A server with API keys needs one: --api-key, else $ORDERFLOW_API_KEY (the
+better place: a flag shows in the process list), sent as `Authorization: Bearer` on every request and
+handshake. --json (before or after the command) is for scripts: order --watch and watch print each
+WebSocket message as one JSON line (the snapshot, then one status message per event, each event
 once across reconnects), order prints the accepted order, orders prints {"orders": [...], "nextCursor": ...},
 cancel prints the order; an error prints the server's error envelope as JSON on stderr.
 
@@ -41,12 +43,12 @@ from rich.live import Live
 
 from orderflow import __version__
 from orderflow.client import TIMEOUT, NewOrder, OrdersClient
-from orderflow.config import DEFAULT_URL, URL_ENV, base_url
+from orderflow.config import API_KEY_ENV, DEFAULT_URL, URL_ENV, api_key, auth_headers, base_url
 from orderflow.errors import ExitCode, OrderflowError, ServerRefused, exit_code_for
 from orderflow.output import Output, order_summary, orders_table
 from orderflow.progress import Ticket, fold
 from orderflow.progress_view import event_lines, render
-from orderflow.stream import Message, Tracker, follow
+from orderflow.stream import Connector, Message, Tracker, follow, open_socket, socket_opener
 
 DECIMAL = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 STATUSES = ("pending", "routing", "building", "submitted", "confirmed", "failed", "cancelled")
@@ -83,16 +85,19 @@ def limit(value: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     url_help = f"the server (default: ${URL_ENV}, else {DEFAULT_URL})"
     json_help = "print JSON for scripts instead of tables and live progress"
-    # --url and --json work before or after the command: the command's copies default to "not given", so
-    # they leave the global values alone unless they are used.
+    key_help = f"the API key, for a server with API keys (default: ${API_KEY_ENV})"
+    # --url, --json and --api-key work before or after the command: the command's copies default to "not
+    # given", so they leave the global values alone unless they are used.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", default=argparse.SUPPRESS, help=url_help)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=json_help)
+    common.add_argument("--api-key", default=argparse.SUPPRESS, metavar="KEY", help=key_help)
 
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="orderflow", description=__doc__, formatter_class=formatter)
     parser.add_argument("--url", default=None, help=url_help)
     parser.add_argument("--json", action="store_true", default=False, help=json_help)
+    parser.add_argument("--api-key", default=None, metavar="KEY", help=key_help)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -161,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def watch_order(base: str, ticket: Ticket, out: Output) -> ExitCode:
+async def watch_order(base: str, ticket: Ticket, out: Output, connector: Connector = open_socket) -> ExitCode:
     """Follow the order to its end: NDJSON, a live view on a terminal, or plain lines for a log."""
     tracker = Tracker(ticket.order_id)
     if out.json_mode:
@@ -170,14 +175,14 @@ async def watch_order(base: str, ticket: Ticket, out: Output) -> ExitCode:
             for message in update:
                 out.json(message)
 
-        status = await follow(base, tracker, print_messages)
+        status = await follow(base, tracker, print_messages, connector=connector)
     elif out.tty:
 
         def view() -> RenderableType:
             return render(ticket, fold(tuple(tracker.events)), datetime.now(UTC), out.tz)
 
         with Live(console=out.console, get_renderable=view, refresh_per_second=8):
-            status = await follow(base, tracker, lambda update: None)
+            status = await follow(base, tracker, lambda update: None, connector=connector)
     else:
         printed = 0
 
@@ -188,11 +193,13 @@ async def watch_order(base: str, ticket: Ticket, out: Output) -> ExitCode:
                 for line in event_lines(ticket, tracker.events[:printed], out.tz):
                     out.line(line)
 
-        status = await follow(base, tracker, print_lines)
+        status = await follow(base, tracker, print_lines, connector=connector)
     return exit_code_for(status)
 
 
-async def place(client: OrdersClient, base: str, args: argparse.Namespace, out: Output) -> ExitCode:
+async def place(
+    client: OrdersClient, base: str, args: argparse.Namespace, out: Output, connector: Connector = open_socket
+) -> ExitCode:
     key = args.idempotency_key or str(uuid.uuid4())
     order = NewOrder(args.token_in, args.token_out, args.amount, args.slippage, args.client_order_id)
     accepted = await client.place(order, key)
@@ -204,14 +211,16 @@ async def place(client: OrdersClient, base: str, args: argparse.Namespace, out: 
             out.line(placed)
         return ExitCode.SUCCESS
     ticket = Ticket(placed, args.token_in, args.token_out, args.amount, Decimal(args.slippage))
-    return await watch_order(base, ticket, out)
+    return await watch_order(base, ticket, out, connector)
 
 
-async def watch(client: OrdersClient, base: str, args: argparse.Namespace, out: Output) -> ExitCode:
+async def watch(
+    client: OrdersClient, base: str, args: argparse.Namespace, out: Output, connector: Connector = open_socket
+) -> ExitCode:
     ticket = Ticket(args.order_id)
     if not out.json_mode:  # the header (pair, amount, tolerance) comes from the order itself
         ticket = Ticket.of_view(await client.get(args.order_id))
-    return await watch_order(base, ticket, out)
+    return await watch_order(base, ticket, out, connector)
 
 
 async def list_orders(client: OrdersClient, args: argparse.Namespace, out: Output) -> ExitCode:
@@ -252,14 +261,15 @@ async def cancel(client: OrdersClient, args: argparse.Namespace, out: Output) ->
     return ExitCode.SUCCESS
 
 
-async def run(args: argparse.Namespace, base: str, out: Output) -> ExitCode:
-    headers = {"User-Agent": f"orderflow/{__version__}"}
+async def run(args: argparse.Namespace, base: str, out: Output, key: str | None = None) -> ExitCode:
+    headers = {"User-Agent": f"orderflow/{__version__}", **auth_headers(key)}
+    connector = socket_opener(auth_headers(key)) if key else open_socket
     async with httpx.AsyncClient(base_url=base, timeout=TIMEOUT, headers=headers) as http:
         client = OrdersClient(http)
         if args.command == "order":
-            return await place(client, base, args, out)
+            return await place(client, base, args, out, connector)
         if args.command == "watch":
-            return await watch(client, base, args, out)
+            return await watch(client, base, args, out, connector)
         if args.command == "orders":
             return await list_orders(client, args, out)
         return await cancel(client, args, out)
@@ -270,11 +280,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         base = base_url(args.url, os.environ)
+        key = api_key(args.api_key, os.environ)
     except ValueError as exc:
         parser.error(str(exc))
     out = Output(sys.stdout, sys.stderr, json_mode=args.json, tty=sys.stdout.isatty())
     try:
-        return int(asyncio.run(run(args, base, out)))
+        return int(asyncio.run(run(args, base, out, key)))
     except OrderflowError as exc:
         out.error(exc)
         return int(exc.exit_code)

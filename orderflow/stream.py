@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -102,6 +102,15 @@ class ReconnectPolicy:
 
 def open_socket(url: str) -> AbstractAsyncContextManager[AsyncIterable[str | bytes]]:
     return connect(url, open_timeout=OPEN_TIMEOUT_S)
+
+
+def socket_opener(headers: Mapping[str, str]) -> Connector:
+    """A connector whose handshakes carry `headers` (the API key's Authorization)."""
+
+    def open_with_headers(url: str) -> AbstractAsyncContextManager[AsyncIterable[str | bytes]]:
+        return connect(url, open_timeout=OPEN_TIMEOUT_S, additional_headers=dict(headers))
+
+    return open_with_headers
 
 
 def decode(raw: str | bytes) -> Message | None:

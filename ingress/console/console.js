@@ -1,7 +1,7 @@
 // The console's entry point: the order form, the followed orders (one card and one WebSocket each), and
 // the recent-orders list, wired together.
 
-import { call, cancelOrder, errorText, retryAfterSeconds } from "./api.js";
+import { apiKey, call, cancelOrder, errorText, needsKey, retryAfterSeconds, storeApiKey } from "./api.js";
 import { h, newIdempotencyKey, percentToFraction, shortId } from "./dom.js";
 import { OrderCard } from "./order-card.js";
 import { OrdersList } from "./orders-list.js";
@@ -19,6 +19,8 @@ const cooldownBox = $("cooldown");
 const liveOrders = $("live-orders");
 const liveEmpty = $("live-empty");
 const listFeedback = $("list-feedback");
+const keyInput = $("api-key");
+const keyMessage = $("key-message");
 
 const followed = new Map(); // orderId → {card, stream}
 let tokensLoaded = false;
@@ -55,6 +57,11 @@ async function loadTokens() {
     answer = await call("GET", "/api/tokens");
   } catch {
     answer = null;
+  }
+  if (needsKey(answer)) {
+    say(`This engine needs an API key (${answer.data?.error ?? answer.status}): enter yours above.`, "error");
+    keyInput.focus();
+    return;
   }
   if (answer?.status !== 200) {
     say(`Could not load the token list (${answer ? errorText(answer) : "no answer"}). Reload to try again.`, "error");
@@ -163,6 +170,10 @@ function onPlaced(answer, body, key) {
           ? "The engine is at capacity and did not take the order (queue_full)"
           : "Too many orders from this client (rate_limited): the order was not placed",
       );
+      return;
+    case 401:
+    case 403:
+      say(`The order was not placed: ${errorText(answer)}. Enter a valid API key above.`, "error");
       return;
     case 503:
       unsure = { key, body };
@@ -307,6 +318,34 @@ function refreshSoon() {
   refreshTimer = setTimeout(() => list.refresh(), CHANGE_REFRESH_DELAY_MS);
 }
 
+// ---- the API key ----
+
+function describeKey(text, kind = "info") {
+  keyMessage.textContent =
+    text ?? (apiKey() ? "A key is saved in this browser and sent with every request." : "No key saved.");
+  keyMessage.dataset.kind = kind;
+}
+
+function useKey(value) {
+  if (!storeApiKey(value)) {
+    describeKey("That key cannot be sent as typed (no spaces or accents), or this browser refused to store it.", "error");
+    return;
+  }
+  keyInput.value = ""; // the key is not shown again; it stays in this browser's storage
+  describeKey();
+  if (!tokensLoaded) {
+    say("");
+    loadTokens();
+  }
+  list.refresh();
+}
+
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  useKey(keyInput.value);
+});
+$("forget-key").addEventListener("click", () => useKey(""));
+
 // ---- start ----
 
 form.addEventListener("submit", (event) => {
@@ -324,6 +363,7 @@ document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") list.refresh();
 });
 
+describeKey();
 updateSubmit();
 loadTokens();
 list.refresh();

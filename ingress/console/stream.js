@@ -4,6 +4,7 @@
 // once and in order: on reconnect it asks for `lastSeq=<the last one shown>`, drops anything at or below
 // it (a resend), and if a live event ever skips a number it reconnects to fetch what is missing.
 
+import { apiKey } from "./api.js";
 import { TERMINAL } from "./dom.js";
 
 // The server refused the request itself (malformed id, unknown order): asking again cannot help.
@@ -48,9 +49,15 @@ export class OrderStream {
     return `${scheme}//${location.host}/api/orders/execute?${query}`;
   }
 
+  /** With an API key, the subprotocols `bearer` (the one the engine selects) and `bearer.<key>`. */
+  #protocols() {
+    const key = apiKey();
+    return key ? ["bearer", `bearer.${key}`] : [];
+  }
+
   #connect() {
     this.handlers.onState("connecting");
-    const ws = new WebSocket(this.#url());
+    const ws = new WebSocket(this.#url(), this.#protocols());
     this.ws = ws;
     ws.onmessage = (message) => {
       if (ws === this.ws) this.#receive(JSON.parse(message.data));

@@ -117,6 +117,27 @@ class QuoteUnavailable(DexError):
 # Ingress: the HTTP contract's refusals, one per error code of the API.
 
 
+class Unauthorized(EngineError):
+    """API_KEYS is set and the request carries no key (no `Authorization: Bearer`, nor, on a WebSocket
+    handshake, the `bearer.<key>` subprotocol)."""
+
+    code = "unauthorized"
+    http_status = 401
+
+    def __init__(self) -> None:
+        super().__init__("an API key is required: send Authorization: Bearer <key>")
+
+
+class Forbidden(EngineError):
+    """The request carries a key that is not in API_KEYS (unknown, revoked or mistyped)."""
+
+    code = "forbidden"
+    http_status = 403
+
+    def __init__(self) -> None:
+        super().__init__("the API key is not recognised")
+
+
 class PayloadTooLarge(EngineError):
     code = "payload_too_large"
     http_status = 413

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -29,17 +30,51 @@ class Settings(BaseSettings):
     max_retries: int = Field(3, ge=1, description="Attempts in total for a retriable failure.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     mock_seed: str | None = Field(None, description="Makes the mock DEX a pure function of (seed, order).")
-    rate_limit: int = Field(30, ge=0, description="Requests per minute per client IP; 0 disables.")
+    rate_limit: int = Field(
+        30,
+        ge=0,
+        description="POSTs and DELETEs per minute per client (its API key's principal, else its IP);"
+        " 0 disables.",
+    )
+    read_rate_limit: int | None = Field(
+        None,
+        ge=0,
+        description="Reads (GETs, /ready, WebSocket handshakes) per minute per client; unset: 20 x RATE_LIMIT"
+        " (so RATE_LIMIT=0 turns both off); 0 disables.",
+    )
+    api_keys: Path | None = Field(
+        None,
+        description="A file of `<principal> <sha256 hex of the key>` lines: requests then need"
+        " `Authorization: Bearer <key>` and are scoped to the principal. Unset: anonymous, scoped by IP.",
+    )
     ping_interval: int = Field(20000, ge=1, description="WebSocket ping interval, ms.")
     pong_timeout: int = Field(10000, ge=1, description="WebSocket pong timeout, ms.")
 
     # Kafka.
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        description="Kafka brokers, comma-separated; with KAFKA_BROKERS=3 the local three by default"
+        " (127.0.0.1:9092,9094,9096).",
+    )
+    kafka_brokers: int = Field(
+        1,
+        ge=1,
+        description="Nodes of the local KRaft cluster that `make run` starts (each broker and controller):"
+        " 1, or 3 for a replicated one. Topics follow it: replication factor 3, min.insync.replicas 2.",
+    )
     topic_prefix: str = Field(
         "", description="Prepended to every topic and consumer group (tests isolate runs)."
     )
     topic_partitions: int = Field(6, ge=1)
-    topic_replication_factor: int = Field(1, ge=1)
+    topic_replication_factor: int = Field(
+        1, ge=1, description="Copies of every topic; unless set, as many as KAFKA_BROKERS, up to three."
+    )
+    min_insync_replicas: int = Field(
+        1,
+        ge=1,
+        description="Copies a write (acks=all) must reach before it is acknowledged; unless set, 2 with three"
+        " brokers, else 1.",
+    )
     kafka_request_timeout_ms: int = Field(5000, ge=100, description="Producer and admin request timeout.")
     kafka_fetch_max_wait_ms: int = Field(
         25,
@@ -73,9 +108,14 @@ class Settings(BaseSettings):
     # Notifier. PING_INTERVAL and PONG_TIMEOUT (above) drive its heartbeat;
     # TRUSTED_PROXIES (ingress block) decides whose X-Forwarded-For names the client.
     ws_max_connections: int = Field(5000, ge=1, description="WebSocket connections per notifier process.")
-    ws_max_per_order_ip: int = Field(3, ge=1, description="Concurrent WebSockets per orderId per client IP.")
+    ws_max_per_order_ip: int = Field(
+        3, ge=1, description="Concurrent WebSockets per orderId per client (principal, else IP)."
+    )
     ws_max_per_ip: int = Field(
-        1000, ge=0, description="Concurrent WebSockets per client IP across every notifier (Redis); 0: off."
+        1000,
+        ge=0,
+        description="Concurrent WebSockets per client (principal, else IP) across every notifier (Redis);"
+        " 0: off.",
     )
     ws_send_queue: int = Field(256, ge=1, description="Events queued per WebSocket client before it is cut.")
     ws_write_buffer_bytes: int = Field(
@@ -211,10 +251,35 @@ class Settings(BaseSettings):
     def _empty_seed_is_none(cls, value: str | None) -> str | None:
         return value or None
 
+    @field_validator("read_rate_limit", "api_keys", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def read_rate_limit_per_minute(self) -> int:
+        """READ_RATE_LIMIT, else 20 x RATE_LIMIT: a client reads far more often than it places orders."""
+        return self.read_rate_limit if self.read_rate_limit is not None else 20 * self.rate_limit
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _lower_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _follow_the_kafka_cluster(self) -> Settings:
+        """Replication and the bootstrap servers follow KAFKA_BROKERS, unless set themselves."""
+        if self.kafka_brokers == 2:
+            raise ValueError("KAFKA_BROKERS is 1 or 3+: a quorum of two controllers stops if either is lost")
+        if "topic_replication_factor" not in self.model_fields_set:
+            self.topic_replication_factor = replication_for(self.kafka_brokers)
+        if "min_insync_replicas" not in self.model_fields_set:
+            self.min_insync_replicas = min_insync_for(self.topic_replication_factor)
+        if "kafka_bootstrap_servers" not in self.model_fields_set:
+            self.kafka_bootstrap_servers = ",".join(local_kafka_servers(self.kafka_brokers))
+        if self.min_insync_replicas > self.topic_replication_factor:
+            raise ValueError("MIN_INSYNC_REPLICAS exceeds TOPIC_REPLICATION_FACTOR: no write could succeed")
+        return self
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Settings:
@@ -251,6 +316,23 @@ class Settings(BaseSettings):
     def database_address(self) -> tuple[str, int]:
         parts = urlsplit(self.database_url)
         return parts.hostname or "localhost", parts.port or 5432
+
+
+def replication_for(brokers: int) -> int:
+    """Copies of each partition in a cluster of `brokers`: one on each broker, up to three."""
+    return min(brokers, 3)
+
+
+def min_insync_for(replication_factor: int) -> int:
+    """Copies an acks=all write must reach: with three, two. One broker may then be lost with no
+    acknowledged write lost and writes going on; losing a second stops writes rather than risk one."""
+    return 2 if replication_factor >= 3 else 1
+
+
+def local_kafka_servers(brokers: int) -> list[str]:
+    """Where `scripts/infra.py up` starts a local cluster of `brokers`: 9092, 9094, ..., each node's
+    controller on the port above its broker's."""
+    return [f"127.0.0.1:{9092 + 2 * i}" for i in range(brokers)]
 
 
 @lru_cache(maxsize=1)

@@ -17,10 +17,12 @@ from shared.domain.errors import (
     EngineError,
     InvalidBody,
     RetryLater,
+    Unauthorized,
     UnsupportedMediaType,
     status_codes,
 )
 from shared.runtime.logging import get_logger
+from shared.web.apikeys import CHALLENGE
 
 logger = get_logger(__name__)
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -59,6 +61,22 @@ def error_response(
     response = json_response(error_body(code, message, **extra), status)
     response.headers.update(headers or {})
     return response
+
+
+def engine_error_response(exc: EngineError) -> Response:
+    """`exc` in the envelope, with the headers its status calls for: `Retry-After` (and whatever else the
+    refusal adds, e.g. RateLimit) with `retryAfter` for a RetryLater, the Bearer challenge for a 401 (RFC
+    9110). The one rendering of an EngineError, for an HTTP answer and a refused WebSocket handshake alike."""
+    headers: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = CHALLENGE
+    if isinstance(exc, RetryLater):
+        headers.update({"Retry-After": str(exc.retry_after), **exc.headers})
+        extra["retryAfter"] = exc.retry_after
+    return error_response(
+        exc.http_status, exc.code, exc.message, headers=headers, details=exc.details, **extra
+    )
 
 
 _DESCRIPTIONS = {
@@ -116,16 +134,7 @@ async def decode_json_body(request: Request, model: type[ModelT]) -> ModelT:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(EngineError)
     async def engine_error(_: Request, exc: EngineError) -> Response:
-        if isinstance(exc, RetryLater):
-            return error_response(
-                exc.http_status,
-                exc.code,
-                exc.message,
-                headers={"Retry-After": str(exc.retry_after), **exc.headers},
-                details=exc.details,
-                retryAfter=exc.retry_after,
-            )
-        return error_response(exc.http_status, exc.code, exc.message, details=exc.details)
+        return engine_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> Response:

@@ -21,6 +21,7 @@ from router.service import best_quote
 from shared.domain.events import Dex
 from shared.venue.mock import MockDex
 from shared.venue.model import AMOUNT_PLACES, Latency
+from shared.web.apikeys import key_line, new_key
 from tests.fixtures.stack import ROOT, Stack, cancellable, running_stack
 from tests.fixtures.venue import InMemoryLedger
 
@@ -97,6 +98,18 @@ async def flaky_swaps(infrastructure: object) -> AsyncIterator[Stack]:
     once (a 2 s wait, with its countdown) and then fails."""
     async with running_stack(MOCK_SWAP_TRANSIENT_ERROR_RATE="1", MAX_RETRIES="2") as stack:
         yield stack
+
+
+@pytest.fixture(scope="module")
+async def keyed(
+    infrastructure: object, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[tuple[Stack, str]]:
+    """An engine with API_KEYS that knows one key, the console's."""
+    key = new_key()
+    path = tmp_path_factory.mktemp("console-keys") / "api-keys"
+    path.write_text(key_line("console", key) + "\n")
+    async with running_stack(API_KEYS=str(path)) as stack:
+        yield stack, key
 
 
 @pytest.fixture
@@ -316,3 +329,35 @@ async def test_a_retried_order_counts_down_and_resumes_exactly_after_a_notifier_
     seqs = await card.get_by_test_id("timeline-step").evaluate_all("steps => steps.map(s => s.dataset.seq)")
     assert seqs == [str(n) for n in range(1, 10)], "every event once, none skipped, across the reconnect"
     await expect(card.get_by_test_id("connection")).to_have_text("finished")
+
+
+async def test_an_engine_with_api_keys_asks_for_one_and_the_saved_key_follows_an_order(
+    page: Page, keyed: tuple[Stack, str]
+) -> None:
+    """Without a key the page says the engine needs one; a wrong key is refused; the right one, saved in
+    this browser, is sent with every request and offered to the WebSocket, which follows the order to
+    confirmed; after a reload the key is still there, and it is never shown again."""
+    stack, key = keyed
+    response = await page.goto(stack.base_url)
+    assert response is not None and response.status == 200
+    message = page.get_by_test_id("form-message")
+    await expect(message).to_contain_text("needs an API key (unauthorized)")
+    await expect(page.get_by_test_id("submit-button")).to_be_disabled()
+
+    await page.get_by_test_id("api-key").fill(new_key())
+    await page.get_by_test_id("save-key").click()
+    await expect(message).to_contain_text("needs an API key (forbidden)")
+
+    await page.get_by_test_id("api-key").fill(key)
+    await page.get_by_test_id("save-key").click()
+    await expect(page.get_by_test_id("submit-button")).to_be_enabled()
+    await expect(page.get_by_test_id("api-key")).to_have_value("")
+    await expect(page.get_by_test_id("key-message")).to_contain_text("saved in this browser")
+    card, order_id = await place_order(page)
+    await expect(card.get_by_test_id("order-status")).to_have_text("confirmed", timeout=LIVE_MS)
+    assert await step_statuses(card) == HAPPY_PATH
+    await expect(list_row(page, order_id)).to_be_visible()  # the list, too, is read with the key
+
+    await page.reload()
+    await expect(page.get_by_test_id("submit-button")).to_be_enabled()
+    assert key not in await page.content()

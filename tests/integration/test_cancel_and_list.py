@@ -17,8 +17,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from shared.messaging.topics import ORDER_STATUS
+from tests.fixtures.clients import http_from, loopback_address
 from tests.fixtures.execution import read_topic
-from tests.fixtures.orders import client_ip, fetch, order_body, wait_status
+from tests.fixtures.orders import fetch, order_body, wait_status
 from tests.fixtures.stack import Stack, cancellable, log_events, running_stack, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.serial]
@@ -37,18 +38,17 @@ async def slow_quotes(infrastructure: object) -> AsyncIterator[Stack]:
         yield stack
 
 
-async def place(client: httpx.AsyncClient, ip: str, **overrides: Any) -> str:
-    response = await client.post(
-        "/api/orders/execute", json=order_body(**overrides), headers={"X-Forwarded-For": ip}
-    )
+async def place(client: httpx.AsyncClient, **overrides: Any) -> str:
+    """Place an order as `client` (an `http_from` client: its source address is the client's identity)."""
+    response = await client.post("/api/orders/execute", json=order_body(**overrides))
     assert response.status_code == 202, response.text
     order_id = str(response.json()["orderId"])
     assert response.headers["location"] == f"/api/orders/{order_id}"
     return order_id
 
 
-async def cancel(client: httpx.AsyncClient, ip: str, order_id: str) -> httpx.Response:
-    return await client.delete(f"/api/orders/{order_id}", headers={"X-Forwarded-For": ip})
+async def cancel(client: httpx.AsyncClient, order_id: str) -> httpx.Response:
+    return await client.delete(f"/api/orders/{order_id}")
 
 
 async def events_until_closed(stack: Stack, order_id: str) -> tuple[list[dict[str, Any]], int | None]:
@@ -66,19 +66,18 @@ async def events_until_closed(stack: Stack, order_id: str) -> tuple[list[dict[st
 async def test_an_order_cancelled_while_routing_ends_cancelled_and_is_never_swapped(
     slow_quotes: Stack,
 ) -> None:
-    ip = client_ip()
-    async with httpx.AsyncClient(base_url=slow_quotes.base_url, timeout=10) as client:
-        order_id = await place(client, ip)
+    async with http_from(slow_quotes, loopback_address(), timeout=10) as client:
+        order_id = await place(client)
         await wait_for(
             lambda: _status(slow_quotes, order_id, "routing"), timeout=10, what="the order in routing"
         )
-        response = await cancel(client, ip, order_id)
+        response = await cancel(client, order_id)
         assert response.status_code == 200, response.text
         cancelled = response.json()
         assert cancelled["status"] == "cancelled" and cancelled["orderId"] == order_id
         assert [e["status"] for e in cancelled["logs"]] == ["pending", "routing", "cancelled"]
 
-        again = await cancel(client, ip, order_id)
+        again = await cancel(client, order_id)
         assert again.status_code == 200 and again.json()["seq"] == cancelled["seq"], (
             "a second cancel changes nothing"
         )
@@ -107,22 +106,24 @@ async def test_an_order_cancelled_while_routing_ends_cancelled_and_is_never_swap
 async def test_cancel_refuses_a_submitted_order_an_unknown_one_and_another_clients(
     slow_quotes: Stack,
 ) -> None:
-    ip = client_ip()
-    async with httpx.AsyncClient(base_url=slow_quotes.base_url, timeout=10) as client:
-        order_id = await place(client, ip)
+    async with (
+        http_from(slow_quotes, loopback_address(), timeout=10) as client,
+        http_from(slow_quotes, loopback_address(), timeout=10) as another_client,
+    ):
+        order_id = await place(client)
         assert await wait_status(slow_quotes, order_id) == "confirmed"
-        late = await cancel(client, ip, order_id)
+        late = await cancel(client, order_id)
         assert late.status_code == 409 and late.json()["error"] == "too_late_to_cancel", late.text
 
-        unknown = await cancel(client, ip, str(uuid.uuid4()))
+        unknown = await cancel(client, str(uuid.uuid4()))
         assert unknown.status_code == 404 and unknown.json()["error"] == "not_found"
 
-        theirs = await place(client, client_ip())
-        refused = await cancel(client, ip, theirs)
+        theirs = await place(another_client)
+        refused = await cancel(client, theirs)
         assert refused.status_code == 404, "another client's order is not found, as if it did not exist"
         assert (await client.get(f"/api/orders/{theirs}")).json()["status"] != "cancelled"
 
-        malformed = await client.delete("/api/orders/not-a-uuid", headers={"X-Forwarded-For": ip})
+        malformed = await client.delete("/api/orders/not-a-uuid")
         assert malformed.status_code == 400 and malformed.json()["error"] == "invalid_body"
 
 
@@ -133,14 +134,13 @@ async def test_cancel_raced_against_execution_never_lets_a_cancelled_order_swap(
     rng = random.Random(7)
 
     async def race(client: httpx.AsyncClient) -> tuple[str, int]:
-        ip = client_ip()
-        order_id = await place(client, ip)
+        order_id = await place(client)
         await asyncio.sleep(rng.uniform(0.0, RACE_WINDOW_S))
-        response = await cancel(client, ip, order_id)
+        response = await cancel(client, order_id)
         assert response.status_code in (200, 409), response.text
         return order_id, response.status_code
 
-    async with httpx.AsyncClient(base_url=slow_quotes.base_url, timeout=30) as client:
+    async with http_from(slow_quotes, loopback_address(), timeout=30) as client:
         answers = dict(await asyncio.gather(*(race(client) for _ in range(RACES))))
     counts = Counter(answers.values())
     assert counts[200] >= 10 and counts[409] >= 10, f"the race was not run from both sides: {counts}"
@@ -172,19 +172,22 @@ async def test_cancel_raced_against_execution_never_lets_a_cancelled_order_swap(
 
 
 async def test_a_callers_orders_list_newest_first_page_by_page_and_filter(slow_quotes: Stack) -> None:
-    ip, ref = client_ip(), f"list-{uuid.uuid4().hex[:8]}"
-    async with httpx.AsyncClient(base_url=slow_quotes.base_url, timeout=10) as client:
-        placed = [await place(client, ip, clientOrderId=f"{ref}-{n}") for n in range(5)]
-        other = await place(client, client_ip())
+    ref = f"list-{uuid.uuid4().hex[:8]}"
+    async with (
+        http_from(slow_quotes, loopback_address(), timeout=10) as client,
+        http_from(slow_quotes, loopback_address(), timeout=10) as another_client,
+    ):
+        placed = [await place(client, clientOrderId=f"{ref}-{n}") for n in range(5)]
+        other = await place(another_client)
         cancelled = placed[1]
-        assert (await cancel(client, ip, cancelled)).status_code == 200
+        assert (await cancel(client, cancelled)).status_code == 200
 
         seen: list[dict[str, Any]] = []
         cursor = None
         pages = 0
         while True:
             params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
-            response = await client.get("/api/orders", params=params, headers={"X-Forwarded-For": ip})
+            response = await client.get("/api/orders", params=params)
             assert response.status_code == 200, response.text
             page = response.json()
             assert len(page["orders"]) <= 2 and "logs" not in (page["orders"] or [{}])[0]
@@ -197,7 +200,7 @@ async def test_a_callers_orders_list_newest_first_page_by_page_and_filter(slow_q
         assert pages == 3 and other not in {o["orderId"] for o in seen}
 
         async def listed(**params: str) -> list[str]:
-            response = await client.get("/api/orders", params=params, headers={"X-Forwarded-For": ip})
+            response = await client.get("/api/orders", params=params)
             assert response.status_code == 200, response.text
             return [o["orderId"] for o in response.json()["orders"]]
 
@@ -210,7 +213,7 @@ async def test_a_callers_orders_list_newest_first_page_by_page_and_filter(slow_q
             ({"status": "lost"}, "status"),
             ({"limit": "0"}, "limit"),
         ):
-            bad = await client.get("/api/orders", params=params, headers={"X-Forwarded-For": ip})
+            bad = await client.get("/api/orders", params=params)
             assert bad.status_code == 400 and bad.json()["error"] == "invalid_body", bad.text
             assert field in json.dumps(bad.json()["details"])
 

@@ -13,9 +13,9 @@ import httpx
 import pytest
 
 from shared.messaging.topics import ORDERS
+from tests.fixtures.clients import http_from, loopback_address
 from tests.fixtures.orders import (
     TERMINAL,
-    client_ip,
     fetch,
     open_orders,
     order_body,
@@ -58,10 +58,9 @@ async def faults(infrastructure: object) -> AsyncIterator[Faults]:
 
 
 async def post(stack: Stack, key: str | None = None, ip: str | None = None) -> httpx.Response:
-    headers = {"X-Forwarded-For": ip or client_ip()}
-    if key is not None:
-        headers["Idempotency-Key"] = key
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=30) as client:
+    """POST an order from loopback address `ip` (a fresh one by default: its own rate-limit bucket)."""
+    headers = {"Idempotency-Key": key} if key is not None else {}
+    async with http_from(stack, ip or loopback_address(), timeout=30) as client:
         return await client.post(EXECUTE, json=order_body(), headers=headers)
 
 
@@ -71,7 +70,7 @@ async def test_redis_down_still_takes_orders_and_keeps_their_keys(faults: Faults
     stack = faults.stack
     faults.redis.stop()
     try:
-        key, ip = str(uuid.uuid4()), client_ip()
+        key, ip = str(uuid.uuid4()), loopback_address()
         started = time.monotonic()
         keyed = await post(stack, key=key, ip=ip)
         assert time.monotonic() - started < DEPENDENCY_TIMEOUT_S + 3

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from tests.fixtures.clients import http_from, loopback_address
 from tests.fixtures.orders import client_ip, fetch, open_orders, order_body
 from tests.fixtures.stack import Stack, free_port, running_stack, wait_for
 
@@ -38,15 +39,22 @@ async def limited(infrastructure: object) -> AsyncIterator[Stack]:
         yield started
 
 
-async def post(client: httpx.AsyncClient, ip: str) -> httpx.Response:
-    return await client.post(EXECUTE, json=order_body(), headers={"X-Forwarded-For": ip})
+async def post(client: httpx.AsyncClient, headers: dict[str, str] | None = None) -> httpx.Response:
+    """POST an order as `client` (an `http_from` client: the proxy names it by its source address)."""
+    return await client.post(EXECUTE, json=order_body(), headers=headers)
+
+
+async def post_as_a_new_client(stack: Stack) -> httpx.Response:
+    """POST an order from a loopback address no other request came from."""
+    async with http_from(stack, loopback_address(), timeout=30) as client:
+        return await post(client)
 
 
 async def test_thirty_a_minute_pass_the_next_is_429_and_a_token_comes_back(limited: Stack) -> None:
-    ip = client_ip()
-    async with httpx.AsyncClient(base_url=limited.base_url, timeout=30) as client:
+    ip = loopback_address()
+    async with http_from(limited, ip, timeout=30) as client:
         started = time.monotonic()
-        responses = await asyncio.gather(*(post(client, ip) for _ in range(31)))
+        responses = await asyncio.gather(*(post(client) for _ in range(31)))
         elapsed = time.monotonic() - started
         accepted = [r for r in responses if r.status_code == 202]
         limited_ = [r for r in responses if r.status_code == 429]
@@ -59,7 +67,7 @@ async def test_thirty_a_minute_pass_the_next_is_429_and_a_token_comes_back(limit
         assert sorted(int(r.headers["ratelimit"].split("r=")[1].split(";")[0]) for r in accepted)[0] == 0
 
         async def next_refusal() -> httpx.Response | None:
-            response = await post(client, ip)
+            response = await post(client)
             return response if response.status_code == 429 else None
 
         # Only on a machine slow enough to let the refill admit all 31 does this need another request.
@@ -68,7 +76,8 @@ async def test_thirty_a_minute_pass_the_next_is_429_and_a_token_comes_back(limit
         assert body["error"] == "rate_limited" and 1 <= body["retryAfter"] <= 2
         assert refused.headers["retry-after"] == str(body["retryAfter"])
         assert refused.headers["ratelimit"].startswith('"per-ip";r=0;')
-        assert (await post(client, client_ip())).status_code == 202, "another client has its own bucket"
+        another = await post_as_a_new_client(limited)
+        assert another.status_code == 202, "another client has its own bucket"
 
         # The bucket is empty now (read from Redis) and holds a token again within retryAfter seconds.
         redis = Redis.from_url(limited.settings.redis_url)
@@ -80,7 +89,7 @@ async def test_thirty_a_minute_pass_the_next_is_429_and_a_token_comes_back(limit
         refused_at = time.monotonic()
 
         async def admitted() -> bool:
-            return (await post(client, ip)).status_code == 202
+            return (await post(client)).status_code == 202
 
         await wait_for(admitted, timeout=body["retryAfter"] + 10, interval=0.25, what="a token to come back")
         assert time.monotonic() - refused_at <= body["retryAfter"] + 10
@@ -89,38 +98,35 @@ async def test_thirty_a_minute_pass_the_next_is_429_and_a_token_comes_back(limit
 async def test_orders_the_pipeline_could_not_start_in_time_get_429_queue_full_until_it_drains(
     limited: Stack,
 ) -> None:
-    async with httpx.AsyncClient(base_url=limited.base_url, timeout=30) as client:
 
-        async def refused() -> httpx.Response | None:
-            response = await post(client, client_ip())  # a fresh client each time: never rate limited
-            assert response.status_code in (202, 429), response.text
-            return response if response.status_code == 429 else None
+    async def refused() -> httpx.Response | None:
+        response = await post_as_a_new_client(limited)  # a fresh client each time: never rate limited
+        assert response.status_code in (202, 429), response.text
+        return response if response.status_code == 429 else None
 
-        full = await wait_for(refused, timeout=60, interval=0, what="queue_full")
-        body = full.json()
-        assert body["error"] == "queue_full" and body["retryAfter"] >= 1, body
-        assert full.headers["retry-after"] == str(body["retryAfter"])
-        assert await open_orders(limited) <= ADMITTED_AT_MOST, "admitted more than could start in time"
-        metrics = (await client.get(f"http://127.0.0.1:{limited.settings.ingress_port}/metrics")).text
-        assert 'stage_backlog_orders{stage="executor"}' in metrics
-        assert "admission_expected_wait_seconds" in metrics
+    full = await wait_for(refused, timeout=60, interval=0, what="queue_full")
+    body = full.json()
+    assert body["error"] == "queue_full" and body["retryAfter"] >= 1, body
+    assert full.headers["retry-after"] == str(body["retryAfter"])
+    assert await open_orders(limited) <= ADMITTED_AT_MOST, "admitted more than could start in time"
+    async with httpx.AsyncClient(timeout=30) as scraper:
+        metrics = (await scraper.get(f"http://127.0.0.1:{limited.settings.ingress_port}/metrics")).text
+    assert 'stage_backlog_orders{stage="executor"}' in metrics
+    assert "admission_expected_wait_seconds" in metrics
 
-        # A keyed request refused by admission created nothing and gives its key back.
-        ip, key = client_ip(), "queue-full-key"
-        keyed = await client.post(
-            EXECUTE, json=order_body(), headers={"X-Forwarded-For": ip, "Idempotency-Key": key}
-        )
+    # A keyed request refused by admission created nothing and gives its key back.
+    key = "queue-full-key"
+    async with http_from(limited, loopback_address(), timeout=30) as client:
+        keyed = await post(client, {"Idempotency-Key": key})
         assert keyed.status_code == 429 and keyed.json()["error"] == "queue_full"
 
         await finish_open_orders(limited)  # as if the pipeline had caught up
 
         async def accepted() -> bool:
-            return (await post(client, client_ip())).status_code == 202
+            return (await post_as_a_new_client(limited)).status_code == 202
 
         await wait_for(accepted, timeout=15, interval=0.2, what="orders to be accepted again")
-        retried = await client.post(
-            EXECUTE, json=order_body(), headers={"X-Forwarded-For": ip, "Idempotency-Key": key}
-        )
+        retried = await post(client, {"Idempotency-Key": key})
         assert retried.status_code == 202 and "idempotent-replayed" not in retried.headers
     await finish_open_orders(limited)
 

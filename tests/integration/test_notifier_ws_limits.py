@@ -23,6 +23,7 @@ from websockets.uri import parse_uri
 from shared.domain.events import StatusEvent
 from shared.domain.status import OrderStatus
 from shared.runtime.clock import utcnow
+from tests.fixtures.clients import loopback_address, ws_from
 from tests.fixtures.driver import Driver
 from tests.fixtures.notifier import Notifier, Notifiers, recv
 from tests.fixtures.notifier import driver_fixture as driver_fixture  # the `driver` fixture
@@ -125,21 +126,22 @@ async def _no_connections(notifier: Notifier) -> bool:
 async def test_the_fourth_connection_per_order_and_ip_is_refused_with_429(
     stack: Stack, driver: Driver
 ) -> None:
-    """Through the proxy (the notifier reads the client IP from X-Forwarded-For, the proxy being trusted)."""
+    """Through the proxy, from a loopback address of the test's own (the proxy writes the peer it saw into
+    X-Forwarded-For, and the notifier believes it, the proxy being trusted)."""
     order_id = await driver.create()
-    url = f"{stack.ws_url}?orderId={order_id}"
-    clients = [await connect(url, open_timeout=10) for _ in range(3)]
+    ip = loopback_address()
+    clients = [await ws_from(stack, order_id, ip) for _ in range(3)]
     try:
         for ws in clients:
             assert (await recv(ws))["type"] == "snapshot"
         with pytest.raises(InvalidStatus) as refused:
-            await connect(url, open_timeout=10)
+            await ws_from(stack, order_id, ip)
         response = refused.value.response
         assert response.status_code == 429
         body = json.loads(response.body or b"{}")
         assert body["error"] == "rate_limited" and body["correlationId"]
         other = await driver.create()  # the limit is per order
-        async with connect(f"{stack.ws_url}?orderId={other}", open_timeout=10) as ws:
+        async with await ws_from(stack, other, ip) as ws:
             assert (await recv(ws))["type"] == "snapshot"
     finally:
         for ws in clients:
@@ -147,7 +149,7 @@ async def test_the_fourth_connection_per_order_and_ip_is_refused_with_429(
 
     async def admitted_again() -> bool:  # a slot frees once the server has seen a close
         try:
-            async with connect(url, open_timeout=10) as ws:
+            async with await ws_from(stack, order_id, ip) as ws:
                 return (await recv(ws))["type"] == "snapshot"
         except InvalidStatus:
             return False

@@ -79,3 +79,23 @@ def test_a_wildcard_cors_origin_is_refused_in_production() -> None:
 def test_trusted_proxies_must_be_networks() -> None:
     with pytest.raises(ValidationError):
         Settings(_env_file=None, trusted_proxies="127.0.0.1/32,not-a-network")
+
+
+def test_reads_default_to_twenty_times_the_write_limit_and_follow_it_to_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The test stacks and benchmarks turn limits off with RATE_LIMIT=0 alone: reads must follow it."""
+    monkeypatch.delenv("READ_RATE_LIMIT", raising=False)
+    assert Settings(_env_file=None, rate_limit=30).read_rate_limit_per_minute == 600
+    assert Settings(_env_file=None, rate_limit=0).read_rate_limit_per_minute == 0
+    assert Settings(_env_file=None, rate_limit=0, read_rate_limit=7).read_rate_limit_per_minute == 7
+    assert Settings(_env_file=None, rate_limit=30, read_rate_limit=0).read_rate_limit_per_minute == 0
+    monkeypatch.setenv("READ_RATE_LIMIT", "")
+    assert Settings(_env_file=None, rate_limit=5).read_rate_limit_per_minute == 100
+
+
+def test_api_keys_is_a_path_or_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_KEYS", "")
+    assert Settings(_env_file=None).api_keys is None
+    monkeypatch.setenv("API_KEYS", "/etc/order-engine/keys")
+    assert str(Settings(_env_file=None).api_keys) == "/etc/order-engine/keys"

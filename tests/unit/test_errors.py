@@ -28,6 +28,8 @@ def test_no_two_kinds_of_error_share_a_code() -> None:
 def test_the_status_map_names_each_status_after_its_first_error_class() -> None:
     assert status_codes() == {
         400: "invalid_body",
+        401: "unauthorized",
+        403: "forbidden",
         404: "not_found",
         405: "method_not_allowed",
         409: "idempotency_conflict",

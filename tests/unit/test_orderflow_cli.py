@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from orderflow.__main__ import main
-from orderflow.config import DEFAULT_URL, base_url, ws_url
+from orderflow.config import DEFAULT_URL, api_key, auth_headers, base_url, ws_url
 from orderflow.errors import ExitCode, ServerRefused, Unreachable, exit_code_for
 from tests.unit.orderflow_helpers import ORDER_ID, parse
 
@@ -94,6 +94,27 @@ def test_json_and_url_work_before_and_after_the_command() -> None:
     after = parse("orders", "--json", "--url", "http://a")
     assert (before.json, before.url) == (after.json, after.url) == (True, "http://a")
     assert parse("--json", "orders").json is True  # not reset by the command's own (absent) --json
+
+
+def test_the_api_key_is_the_flag_else_the_environment_else_none() -> None:
+    env = {"ORDERFLOW_API_KEY": "oe_from_env"}
+    assert api_key("oe_flag", env) == "oe_flag"
+    assert api_key(None, env) == "oe_from_env"
+    assert api_key(None, {}) is None and api_key(None, {"ORDERFLOW_API_KEY": " "}) is None
+    assert auth_headers("oe_k") == {"Authorization": "Bearer oe_k"} and auth_headers(None) == {}
+    before, after = parse("--api-key", "oe_k", "orders"), parse("orders", "--api-key", "oe_k")
+    assert before.api_key == after.api_key == "oe_k"
+    assert parse("orders").api_key is None
+
+
+@pytest.mark.parametrize("bad", ["oe secret", "oe_s\u00e9cret", "oe_\nsecret"])
+def test_a_key_no_header_could_carry_is_a_usage_error_that_does_not_echo_it(
+    bad: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--api-key", bad, "orders"])
+    assert exited.value.code == 2
+    assert "secret" not in capsys.readouterr().err
 
 
 def test_orders_defaults_and_choices() -> None:
