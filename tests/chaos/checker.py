@@ -11,12 +11,16 @@
   an order in Postgres that no client's key was answered with (a retry that made a second order);
 - misreported (I4): a failed order the venue swapped; a confirmed order whose tx is not the venue's; a
   client told another ending than Postgres's.
+
+Beside them, what a scenario cost in time: `recovery s` (from the fault to the last accepted order's end)
+and `pause s` (`longest_pause`: the longest stretch in which no order ended while orders still arrived).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from tests.chaos.history import TERMINAL, History
@@ -29,6 +33,7 @@ class Findings:
     accepted: int  # keys answered 2xx
     terminal: int  # accepted orders Postgres shows terminal
     recovery_s: float | None  # from the SIGKILL to the last accepted order's end (the load goes on meanwhile)
+    pause_s: float | None = None  # the longest time no accepted order ended while orders still arrived
     retried: int = 0  # POSTs the clients sent again (no answer, 5xx or 429)
     reconnects: int = 0  # WebSockets the clients opened again with lastSeq
     restarted: str = ""  # services the supervisor started again
@@ -48,10 +53,11 @@ class Findings:
 
     def row(self) -> str:
         recovery = f"{self.recovery_s:.1f}" if self.recovery_s is not None else "-"
+        pause = f"{self.pause_s:.1f}" if self.pause_s is not None else "-"
         return (
             f"{self.scenario:<22} {self.orders:>6} {self.accepted:>8} {self.terminal:>8} {len(self.lost):>5}"
             f" {len(self.double_swaps):>7} {len(self.gaps):>5} {len(self.duplicates):>5}"
-            f" {len(self.misreported):>11} {recovery:>10} {self.retried:>7} {self.reconnects:>10}"
+            f" {len(self.misreported):>11} {recovery:>10} {pause:>7} {self.retried:>7} {self.reconnects:>10}"
             f" {self.topic_repeats:>7} {self.ambiguous:>9}  {self.restarted}"
         )
 
@@ -68,8 +74,8 @@ class Findings:
 
 HEADER = (
     f"{'scenario':<22} {'orders':>6} {'accepted':>8} {'terminal':>8} {'lost':>5} {'doubles':>7} {'gaps':>5}"
-    f" {'dups':>5} {'misreported':>11} {'recovery s':>10} {'retried':>7} {'reconnects':>10} {'resent':>7}"
-    f" {'ambiguous':>9}  restarted"
+    f" {'dups':>5} {'misreported':>11} {'recovery s':>10} {'pause s':>7} {'retried':>7} {'reconnects':>10}"
+    f" {'resent':>7} {'ambiguous':>9}  restarted"
 )
 
 
@@ -89,6 +95,7 @@ def check(history: History) -> Findings:
         len(accepted),
         len(ended),
         recovery_s,
+        pause_s=longest_pause(history),
         retried=sum(1 for post in history.posts for answer in post.answers if _retried(answer)),
         reconnects=sum(follow.connections - 1 for follow in history.follows.values()),
         restarted=",".join(history.restarted),
@@ -117,6 +124,22 @@ def check(history: History) -> Findings:
     _duplicates(history, accepted, findings)
     _misreported(history, accepted, findings)
     return findings
+
+
+def longest_pause(history: History) -> float | None:
+    """The longest time, in seconds, in which no accepted order reached its end, counting the gaps that
+    opened while orders were still arriving (at or before the last accepted order's `created_at`): there the
+    load keeps a steady stream of ends going, so a gap is the pipeline stalled (by a fault, or by waiting
+    out a failover). The quiet tail after the load, where the last orders wait out retry delays, is not a
+    pause. None when fewer than two accepted orders ended."""
+    accepted = {order_id for post in history.posts for order_id in post.order_ids}
+    rows = [history.orders[order_id] for order_id in accepted if order_id in history.orders]
+    ends = sorted(row["updated_at"] for row in rows if row["status"] in TERMINAL)
+    if len(ends) < 2:
+        return None
+    last_arrival = max(row["created_at"] for row in rows)
+    gaps = [(later - end).total_seconds() for end, later in pairwise(ends) if end <= last_arrival]
+    return max(gaps, default=None)
 
 
 def _retried(answer: int | str) -> bool:
