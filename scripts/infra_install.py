@@ -5,6 +5,7 @@ command helpers that the other infra modules share."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 from pathlib import Path
@@ -70,6 +71,30 @@ def ensure_packages() -> None:
         missing.append("chromium")
     if missing:
         apt_install(*missing)
+
+
+def ensure_service_user(name: str) -> None:
+    """The unprivileged system user that `make run` runs the services and nginx's workers as, when it is
+    started by root (shared/runtime/cli.py): no home, no shell, no password. Only root can add it, and only
+    root needs it."""
+    if os.geteuid() != 0:
+        return
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        log(f"adding the system user {name} (the services run as it)")
+        run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ]
+        )
 
 
 def ensure_kafka_jars(version: str) -> Path:

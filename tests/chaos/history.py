@@ -17,18 +17,19 @@ from typing import Any
 
 import httpx
 import orjson
+from aiokafka.structs import ConsumerRecord
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 from shared.messaging.topics import ORDER_STATUS
-from tests.fixtures.execution import read_topic
-from tests.fixtures.orders import fetch, order_body
+from tests.fixtures.orders import fetch, order_body, topic_messages
 from tests.fixtures.stack import Stack, log_events
 
 TERMINAL = frozenset({"confirmed", "failed"})
 POST_BUDGET_S = 60.0  # a client gives up on a key after this long without an answer
 FOLLOW_BUDGET_S = 120.0  # and on following an order after this long without its terminal status
 RETRY_PAUSE_S = 0.2
+UNCAPPED = httpx.Limits(max_connections=None, max_keepalive_connections=100)
 
 
 @dataclass
@@ -76,8 +77,11 @@ class Clients:
     def __init__(self, stack: Stack, history: History) -> None:
         self._stack = stack
         self._history = history
-        self._http = httpx.AsyncClient(base_url=stack.base_url, timeout=5.0)
+        # No cap on connections: while a fault holds answers, the POSTs still being sent must not queue for
+        # one of a pool's few (httpx's PoolTimeout) as no integrator's separate clients would.
+        self._http = httpx.AsyncClient(base_url=stack.base_url, timeout=5.0, limits=UNCAPPED)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.bursts: list[Post] = []  # the POSTs `burst` sent, also in the history's posts
 
     async def run(self, count: int, rate: float) -> None:
         started = time.monotonic()
@@ -90,14 +94,32 @@ class Clients:
             await asyncio.gather(*self._tasks)
         await self._http.aclose()
 
-    async def _place(self) -> None:
-        post = Post(key=str(uuid.uuid4()))
+    async def burst(self, count: int, base_url: str, headers: dict[int, dict[str, str]]) -> None:
+        """`count` orders placed at once at `base_url` (while `run` goes on), the i-th with `headers[i]` on
+        top of its key; each is followed, retried and recorded as any other."""
+        async with httpx.AsyncClient(base_url=base_url, timeout=5.0, limits=UNCAPPED) as http:
+            posts = [Post(key=str(uuid.uuid4())) for _ in range(count)]
+            self.bursts += posts
+            await asyncio.gather(
+                *(self._place(post, http, headers.get(i, {})) for i, post in enumerate(posts))
+            )
+
+    async def _place(
+        self,
+        post: Post | None = None,
+        http: httpx.AsyncClient | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        post = post or Post(key=str(uuid.uuid4()))
+        http = http or self._http
         self._history.posts.append(post)
         giving_up = time.monotonic() + POST_BUDGET_S
         while time.monotonic() < giving_up:
             try:
-                response = await self._http.post(
-                    "/api/orders/execute", json=order_body(), headers={"Idempotency-Key": post.key}
+                response = await http.post(
+                    "/api/orders/execute",
+                    json=order_body(),
+                    headers={"Idempotency-Key": post.key, **(headers or {})},
                 )
             except httpx.TransportError as exc:
                 post.answers.append(type(exc).__name__)
@@ -122,10 +144,19 @@ class Clients:
             await asyncio.sleep(RETRY_PAUSE_S)
 
     async def _follow(self, order_id: str) -> None:
+        """Follow the order across reconnections for at most FOLLOW_BUDGET_S, a connection that stays open
+        included (an order that never ends must not hold the run)."""
         follow = Follow(order_id)
         self._history.follows[order_id] = follow
-        giving_up = time.monotonic() + FOLLOW_BUDGET_S
-        while follow.terminal is None and time.monotonic() < giving_up:
+        try:
+            async with asyncio.timeout(FOLLOW_BUDGET_S):
+                await self._follow_until_terminal(follow)
+        except TimeoutError:
+            follow.note = follow.note or "gave up following"
+
+    async def _follow_until_terminal(self, follow: Follow) -> None:
+        order_id = follow.order_id
+        while follow.terminal is None:
             url = f"{self._stack.ws_url}?orderId={order_id}"
             if follow.seqs:
                 url += f"&lastSeq={follow.seqs[-1]}"
@@ -151,13 +182,27 @@ class Clients:
                 await asyncio.sleep(RETRY_PAUSE_S)
 
 
+def status_events(messages: list[ConsumerRecord[bytes, bytes]]) -> list[dict[str, Any]]:
+    """The messages that are status events, as JSON, in topic order. What a scenario wrote there that no
+    reader can decode (poison) is left out: it names no accepted order."""
+    events = []
+    for message in messages:
+        try:
+            event = orjson.loads(message.value or b"")
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and "orderId" in event and isinstance(event.get("seq"), int):
+            events.append(event)
+    return events
+
+
 async def record_outcome(stack: Stack, history: History) -> None:
     """Read what the engine and the venue say happened, once the run is over."""
     rows = await fetch(
         stack.settings, "SELECT id, status, seq, logs, tx_hash, error, created_at, updated_at FROM orders"
     )
     history.orders = {str(r["id"]): dict(r) for r in rows}
-    history.topic = await read_topic(stack, ORDER_STATUS)
+    history.topic = status_events(await topic_messages(stack.settings, ORDER_STATUS))
     swaps = await fetch(stack.settings, "SELECT * FROM mock_dex_swaps WHERE kind = 'swap'")
     for row in swaps:
         history.swaps.setdefault(str(row["order_id"]), []).append(dict(row))

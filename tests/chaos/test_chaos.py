@@ -60,6 +60,9 @@ class Fault:
     env: dict[str, str]
     prepare: Callable[[Stack], Awaitable[None]] | None = None
     down_for_s: float = DOWN_FOR_S
+    # Given, the run's clients are added to it before the load starts: a fault that is itself a load (a
+    # burst of POSTs) places its orders through them, so that they are recorded and checked like the rest.
+    clients: list[Clients] | None = None
 
 
 def sigkill(name: str, **env: str) -> Fault:
@@ -198,7 +201,10 @@ async def run_scenario(scenario: str, fault: Fault) -> Findings:
         if fault.prepare is not None:
             await fault.prepare(stack)
         async with supervised(stack, history.restarted):
-            load = asyncio.create_task(Clients(stack, history).run(ORDERS, RATE))
+            clients = Clients(stack, history)
+            if fault.clients is not None:
+                fault.clients.append(clients)
+            load = asyncio.create_task(clients.run(ORDERS, RATE))
             await asyncio.sleep(FAULT_AFTER_S)
             history.fault_at = time.time()
             await fault.inject(stack)
