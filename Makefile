@@ -1,7 +1,9 @@
 # The two commands: `make run` (the whole system) and `make test` (the whole suite). Both bootstrap what is
 # missing: the Python environment, Kafka's jars (Maven Central), PostgreSQL, Redis, nginx and Prometheus
 # (apt-get); `make test` also Chromium (apt-get) and the Node tools that check the contracts (npm).
-PYTHON ?= python3
+# Debian's own Python where there is one: a virtualenv made from it can be run by `make run`'s unprivileged
+# service user (shared/runtime/cli.py), one made from a Python installed under /root (pyenv's) cannot.
+PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 

@@ -35,12 +35,15 @@ ROOT = Path(__file__).resolve().parents[2]
 # The unprivileged system user that the services, Prometheus and nginx's workers run as when `make run` is
 # started by root (scripts/infra_install.py adds it): only installing needs root, so nothing else keeps it.
 SERVICE_USER = "order-engine"
+# Procfile programs that drop root themselves: nginx's master reads its configuration and opens its logs as
+# root, and its workers, which talk to clients, run as SERVICE_USER (render_proxy_config's `user`).
+DROP_ROOT_THEMSELVES = frozenset({"proxy"})
 
 
 def service_user(*needed: Path) -> str | None:
     """SERVICE_USER, if this process is root, the user exists and it can read every path of `needed` (the
-    code and its virtualenv, the folders it writes); else None, and the programs run as this process does.
-    A checkout inside a folder that only root may enter (/root, say) is the usual reason: say so, once."""
+    virtualenv's Python and what it links to, the code, the folders it uses); else None: the programs then
+    run as this process does."""
     if os.geteuid() != 0:
         return None
     try:
@@ -50,11 +53,6 @@ def service_user(*needed: Path) -> str | None:
     for path in needed:
         readable = subprocess.run(["runuser", "-u", SERVICE_USER, "--", "test", "-r", str(path)], check=False)
         if readable.returncode != 0:
-            print(
-                f"[run] {SERVICE_USER} cannot read {path}: the services run as root (clone the repository"
-                " where other users may read it to run them unprivileged)",
-                file=sys.stderr,
-            )
             return None
     return SERVICE_USER
 
@@ -142,6 +140,12 @@ def render_supervisor_config(procfile: Path, local: Path, only: Iterable[str] | 
         folder.mkdir(parents=True, exist_ok=True)
     wanted = set(only) if only is not None else None
     user = service_user(ROOT / ".venv" / "bin" / "python", ROOT / "shared" / "__init__.py")
+    if user is None and os.geteuid() == 0:
+        print(
+            f"[run] the services run as root: {SERVICE_USER} cannot run {ROOT / '.venv'} (a checkout other"
+            " users may not enter, or a virtualenv of a Python under /root: see the Makefile's PYTHON)",
+            file=sys.stderr,
+        )
     if user is not None and (wanted is None or "prometheus" in wanted):
         # What a program writes becomes its own: Prometheus's data (the Procfile's --storage.tsdb.path), which
         # an earlier run as root may have left. supervisord and its event listener stay root's.
@@ -182,7 +186,7 @@ def render_supervisor_config(procfile: Path, local: Path, only: Iterable[str] | 
             f"[program:{name}]",
             f"command={shlex.join(argv).replace('%', '%%')}",
             f"directory={ROOT}",
-            *([f"user={user}"] if user is not None else []),
+            *([f"user={user}"] if user is not None and name not in DROP_ROOT_THEMSELVES else []),
             "autorestart=true",
             f"startsecs={STARTSECS}",
             f"startretries={START_RETRIES}",

@@ -55,7 +55,7 @@ class Findings:
         recovery = f"{self.recovery_s:.1f}" if self.recovery_s is not None else "-"
         pause = f"{self.pause_s:.1f}" if self.pause_s is not None else "-"
         return (
-            f"{self.scenario:<22} {self.orders:>6} {self.accepted:>8} {self.terminal:>8} {len(self.lost):>5}"
+            f"{self.scenario:<26} {self.orders:>6} {self.accepted:>8} {self.terminal:>8} {len(self.lost):>5}"
             f" {len(self.double_swaps):>7} {len(self.gaps):>5} {len(self.duplicates):>5}"
             f" {len(self.misreported):>11} {recovery:>10} {pause:>7} {self.retried:>7} {self.reconnects:>10}"
             f" {self.topic_repeats:>7} {self.ambiguous:>9}  {self.restarted}"
@@ -73,7 +73,7 @@ class Findings:
 
 
 HEADER = (
-    f"{'scenario':<22} {'orders':>6} {'accepted':>8} {'terminal':>8} {'lost':>5} {'doubles':>7} {'gaps':>5}"
+    f"{'scenario':<26} {'orders':>6} {'accepted':>8} {'terminal':>8} {'lost':>5} {'doubles':>7} {'gaps':>5}"
     f" {'dups':>5} {'misreported':>11} {'recovery s':>10} {'pause s':>7} {'retried':>7} {'reconnects':>10}"
     f" {'resent':>7} {'ambiguous':>9}  restarted"
 )

@@ -3,9 +3,7 @@ what Postgres records."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 
 import pytest
 from jsonschema import Draft202012Validator
@@ -13,8 +11,9 @@ from jsonschema import Draft202012Validator
 from shared.messaging.contracts import CONTRACTS, schema_for
 from shared.messaging.topics import ORDER_STATUS, ORDERS, ORDERS_EXECUTE
 from shared.store.db import connect
+from tests.fixtures.execution import run_analytics
 from tests.fixtures.orders import topic_messages
-from tests.fixtures.stack import ROOT, Stack, running_stack
+from tests.fixtures.stack import Stack, running_stack
 from tests.integration.test_order_flow import place, watch
 
 pytestmark = pytest.mark.integration
@@ -45,19 +44,7 @@ async def test_the_analytics_consumer_reports_what_postgres_records(infrastructu
 async def check_the_report(stack: Stack) -> None:
     for order_id in [await place(stack) for _ in range(3)]:
         await watch(stack, order_id)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "analytics",
-        "--json",
-        env=stack.env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    summary = json.loads(out)
+    summary, _ = await run_analytics(stack)
 
     conn = await connect(stack.settings.database_url, jsonb=False)
     try:

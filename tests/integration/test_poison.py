@@ -12,7 +12,6 @@ import asyncio
 import json
 import re
 import signal
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -40,9 +39,10 @@ from shared.messaging.topics import (
 )
 from shared.runtime.config import Settings
 from tests.fixtures.driver import driving
+from tests.fixtures.execution import run_analytics
 from tests.fixtures.notifier import LIFECYCLE, read_to_close, recv, seqs
 from tests.fixtures.orders import order_status, topic_messages, wait_status
-from tests.fixtures.stack import ROOT, Stack, log_events, running_stack, wait_for
+from tests.fixtures.stack import Stack, log_events, running_stack, wait_for
 from tests.integration.test_order_flow import HAPPY_PATH, place, watch
 
 pytestmark = pytest.mark.integration
@@ -329,19 +329,7 @@ async def test_the_analytics_example_counts_and_skips_poison(poisoned: Stack) ->
         await producer.stop()
     await wait_status(stack, await place(stack))
 
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "analytics",
-        "--json",
-        env=stack.env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    summary = json.loads(out)  # the log lines went to stderr
+    summary, err = await run_analytics(stack)  # the log lines go to stderr
     rejections = [json.loads(line) for line in err.splitlines() if b'"message.rejected"' in line]
     assert summary["unreadableMessages"] == len(rejections) >= 2
     assert {line["topic"] for line in rejections} == {ORDER_STATUS.name}

@@ -8,7 +8,8 @@ import pwd
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -50,24 +51,31 @@ async def supervised(infrastructure: object) -> AsyncIterator[Supervised]:
     async with running_stack(services=()) as stack:
         local = ROOT / ".local" / "test-supervisor" / stack.run_id
         config = render_supervisor_config(ROOT / "Procfile", local, only=SERVICES)
-        env = {**stack.env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{stack.env.get('PATH', '')}"}
-        log = open(local / "supervisord.out", "wb")  # noqa: SIM115 (closed below)
+        with supervisord(config, stack.env, local / "supervisord.out") as popen:
+            yield Supervised(stack, config, popen)
+
+
+@contextmanager
+def supervisord(config: Path, environ: dict[str, str], out: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """supervisord running `config` (this virtualenv's programs first on the PATH, its output to `out`) for
+    the block, then stopped as Ctrl-C would, or killed with its programs if it does not stop."""
+    env = {**environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}"}
+    with open(out, "wb") as output:
         popen = subprocess.Popen(
             [sys.executable, "-m", "supervisor.supervisord", "-c", str(config)],
             env=env,
-            stdout=log,
+            stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+    try:
+        yield popen
+    finally:
+        popen.send_signal(signal.SIGTERM)
         try:
-            yield Supervised(stack, config, popen)
-        finally:
-            popen.send_signal(signal.SIGTERM)
-            try:
-                popen.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(popen.pid, signal.SIGKILL)
-            log.close()
+            popen.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
 
 
 async def ready(stack: Stack) -> None:
@@ -175,16 +183,7 @@ async def test_a_program_that_keeps_failing_is_started_again_after_it_goes_fatal
     config = render_supervisor_config(procfile, tmp_path / "local")
     log = tmp_path / "local" / "logs" / "supervisord.log"
     out = tmp_path / "supervisord.out"
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    with open(out, "wb") as output:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.supervisord", "-c", str(config)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    with supervisord(config, dict(os.environ), out):
 
         def fatal_twice() -> bool:
             return log.exists() and log.read_text().count("gave up: failing entered FATAL state") >= 2
@@ -193,9 +192,3 @@ async def test_a_program_that_keeps_failing_is_started_again_after_it_goes_fatal
         # supervisord never starts a FATAL program by itself: the listener did.
         after_first = log.read_text().split("gave up: failing entered FATAL state", 1)[1]
         assert "spawned: 'failing'" in after_first, out.read_text()[-2000:]
-    finally:
-        popen.send_signal(signal.SIGTERM)
-        try:
-            popen.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(popen.pid, signal.SIGKILL)

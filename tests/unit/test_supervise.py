@@ -8,7 +8,10 @@ import os
 import xmlrpc.client
 from pathlib import Path
 
-from shared.runtime.cli import render_supervisor_config
+import pytest
+
+from shared.runtime import cli
+from shared.runtime.cli import ROOT, procfile_programs, render_supervisor_config
 from shared.runtime.supervise import FIRST_DELAY_S, MAX_DELAY_S, Restarts, delay_s, serve
 
 
@@ -115,3 +118,23 @@ def test_the_rendered_configuration_runs_the_listener_on_fatal_and_running(tmp_p
     assert "command=python -m shared.runtime.supervise" in listener
     assert "events=PROCESS_STATE_FATAL,PROCESS_STATE_RUNNING" in listener
     assert "autorestart=true" in listener
+
+
+def test_started_by_root_every_program_runs_as_the_service_user_but_nginx_which_drops_root_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kills: `user=` on nginx too (its master could not open its logs as that user, so the proxy never
+    started under `make run`), and `user=` on no program (the services as root)."""
+    monkeypatch.setattr(cli, "service_user", lambda *needed: cli.SERVICE_USER)
+    monkeypatch.setattr(cli, "ROOT", tmp_path)  # Prometheus's data folder is made (and handed over) here
+    monkeypatch.setattr(cli.shutil, "chown", lambda path, user: None)
+    config = render_supervisor_config(ROOT / "Procfile", tmp_path / "local").read_text()
+    users = {
+        section.split("]", 1)[0]: [line for line in section.splitlines() if line.startswith("user=")]
+        for section in config.split("[program:")[1:]
+    }
+    assert users == {
+        name: [] if name in cli.DROP_ROOT_THEMSELVES else [f"user={cli.SERVICE_USER}"]
+        for name in procfile_programs(ROOT / "Procfile")
+    }
+    assert "proxy" in users and "ingress" in users
