@@ -9,6 +9,8 @@ COPY ingress ./ingress
 COPY router ./router
 COPY executor ./executor
 COPY notifier ./notifier
+COPY analytics ./analytics
+COPY orderflow ./orderflow
 RUN /opt/venv/bin/pip install .
 
 FROM python:3.11-slim

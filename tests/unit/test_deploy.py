@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +94,18 @@ def test_the_proxy_lets_go_of_idle_upstream_connections_before_the_services_do(c
     timeout = re.search(r"keepalive_timeout (\d+)s;", upstream.group(1))
     assert timeout is not None, "nginx's default (60 s) would be longer than uvicorn's default (5 s)"
     assert int(timeout.group(1)) < KEEP_ALIVE_S
+
+
+def test_the_image_carries_every_package_the_project_installs() -> None:
+    """Kills a Dockerfile that lists packages by hand and misses one (the image's `orderflow` entry point was
+    broken that way): every package setuptools finds is copied into the build stage."""
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    for pattern in include["include"]:
+        name = pattern.rstrip("*")
+        assert f"COPY {name} ./{name}" in dockerfile, name
+
+
+def test_the_build_context_leaves_out_what_is_local_to_one_machine() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", ".local", ".git"} <= set(ignored)
