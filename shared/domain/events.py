@@ -1,19 +1,20 @@
 """The messages that cross process boundaries: Kafka payloads and the HTTP/WebSocket views of an order.
 
 One schema system for all of them (pydantic). On the wire: camelCase keys, amounts and prices as decimal
-strings in plain notation ("0.000000001", never "1E-9"), timestamps in ISO 8601 UTC. Every Kafka payload
-carries `v`; a contract changes only by adding optional fields, a breaking change gets a new topic.
+strings in plain notation ("0.000000001", never "1E-9"), timestamps in ISO 8601 UTC. A timestamp read without
+its UTC offset is refused (AwareDatetime): a naive one would fail far from here, where it meets the clock (a
+retry's `dueAt`, a delivery time). Every Kafka payload carries `v`; a contract changes only by adding
+optional fields, a breaking change gets a new topic.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal, Self
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
+from pydantic import AwareDatetime, BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from shared.domain.status import OrderStatus
@@ -92,10 +93,10 @@ class StatusEvent(Wire):
     order_id: UUID
     seq: int
     status: OrderStatus
-    at: datetime
+    at: AwareDatetime
     attempt: int = 0
     max_attempts: int
-    next_retry_at: datetime | None = None
+    next_retry_at: AwareDatetime | None = None
     dex: Dex | None = None
     quotes: dict[Dex, Quote] | None = None
     tx_hash: str | None = None
@@ -118,7 +119,7 @@ class OrderPlaced(Wire):
     token_out: str
     amount_in: Amount
     slippage: Amount
-    created_at: datetime
+    created_at: AwareDatetime
     correlation_id: str | None = None
 
 
@@ -134,7 +135,7 @@ class ExecuteOrder(Wire):
     amount_in: Amount
     slippage: Amount
     attempt: int = 1
-    created_at: datetime
+    created_at: AwareDatetime
     correlation_id: str | None = None
 
 
@@ -144,8 +145,8 @@ class RetryOrder(Wire):
     v: Literal[1] = SCHEMA_VERSION
     order_id: UUID
     attempt: int
-    due_at: datetime
-    created_at: datetime
+    due_at: AwareDatetime
+    created_at: AwareDatetime
     """When the order was first accepted (the original timestamp: the deadline counts from it)."""
     error: str
     correlation_id: str | None = None
@@ -155,7 +156,7 @@ class AttemptError(Wire):
     attempt: int
     error: str
     failure_reason: str | None = None
-    at: datetime
+    at: AwareDatetime
 
 
 class DeadLetter(Wire):
@@ -172,6 +173,6 @@ class DeadLetter(Wire):
     error: str
     failure_reason: str | None = None
     errors: list[AttemptError]
-    created_at: datetime
-    failed_at: datetime
+    created_at: AwareDatetime
+    failed_at: AwareDatetime
     correlation_id: str | None = None

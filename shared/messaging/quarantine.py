@@ -12,9 +12,8 @@ What a message of ours must be (docs/events.md):
 - its key: the orderId as UTF-8, naming its value's order (the key picks the partition, and an order's
   messages keep their order only within one);
 - its `x-correlation-id` header, when present: UTF-8 text;
-- its value: JSON (else the reason is `value`) that the topic's model accepts (else `schema`), every
-  timestamp with its UTC offset. RFC 3339 requires one; a naive timestamp passes pydantic, then fails far
-  from here, where it meets the clock (a retry's `dueAt`, a WebSocket's delivery time).
+- its value: JSON (else the reason is `value`) that the topic's model accepts (else `schema`); the models
+  refuse a timestamp without its UTC offset (shared/domain/events.py).
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal, Protocol, Self, TypeVar
 from uuid import UUID
 
@@ -34,7 +32,7 @@ from aiokafka.errors import (
     MessageSizeTooLargeError,
     RecordListTooLargeError,
 )
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from shared.messaging.kafka import CORRELATION_HEADER
 from shared.messaging.topics import QUARANTINES
@@ -121,8 +119,6 @@ def read(
         return Rejected(_value_reason(exc), _describe(exc))
     if message.order_id != key_order:
         return Rejected("key", f"the key names order {key_order}, the value order {message.order_id}")
-    if (path := naive_timestamp(message)) is not None:
-        return Rejected("schema", f"{path}: a timestamp without its UTC offset")
     return message
 
 
@@ -139,26 +135,6 @@ def _describe(exc: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"]) or "the value"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{first['type']} at {where}: {first['msg']}{more}"
-
-
-def naive_timestamp(node: object, path: str = "") -> str | None:
-    """Where in `node` (a model, and what it holds) the first timestamp without a UTC offset is, if any."""
-    if isinstance(node, datetime):
-        return (path or "the value") if node.utcoffset() is None else None
-    items: Iterable[tuple[object, object]]
-    if isinstance(node, BaseModel):
-        items = ((name, getattr(node, name)) for name in type(node).model_fields)
-    elif isinstance(node, Mapping):
-        items = node.items()
-    elif isinstance(node, list | tuple):
-        items = enumerate(node)
-    else:
-        return None
-    for name, value in items:
-        found = naive_timestamp(value, f"{path}.{name}" if path else str(name))
-        if found is not None:
-            return found
-    return None
 
 
 def reject(topic: str, partition: int | None, offset: int | None, rejected: Rejected) -> None:
