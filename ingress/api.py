@@ -38,7 +38,7 @@ from shared.web.apikeys import load_keys
 from shared.web.app import NO_OPENTELEMETRY, DirectRoute, install_metrics
 from shared.web.edge import CorsPolicy, HttpEdgeMiddleware, client_address
 from shared.web.envelope import decode_json_body, error_responses, install_error_handlers, json_response
-from shared.web.ratelimit import Bucket, Decision, RateLimiter, bucket_for, read_limiter, write_limiter
+from shared.web.ratelimit import Bucket, Decision, RateLimiter, bucket_for, limiter
 
 REDIS_CONNECTIONS = 64  # per ingress process: each command holds one for a round trip
 
@@ -82,8 +82,8 @@ async def rate_limit(request: Request, principal: Principal) -> Decision | None:
     client = client_of(request, principal)
     request.state.client = client
     state = request.app.state
-    limiter: RateLimiter = state.read_limiter if bucket_for(request.method) is Bucket.READ else state.limiter
-    return await limiter.take(client)
+    chosen: RateLimiter = state.read_limiter if bucket_for(request.method) is Bucket.READ else state.limiter
+    return await chosen.take(client)
 
 
 async def read_token(request: Request, response: Response) -> Principal:
@@ -138,8 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.intake.admission.follow(outbox)
             app.state.pool, app.state.redis, app.state.outbox = pool, redis, outbox
             app.state.trusted_proxies = settings.trusted_proxy_networks
-            app.state.limiter = write_limiter(redis, settings)
-            app.state.read_limiter = read_limiter(redis, settings)
+            app.state.limiter = limiter(Bucket.WRITE, redis, settings)
+            app.state.read_limiter = limiter(Bucket.READ, redis, settings)
             yield
 
     app = FastAPI(

@@ -55,7 +55,7 @@ from shared.web.apikeys import load_keys
 from shared.web.app import install_metrics
 from shared.web.edge import CorrelationMiddleware
 from shared.web.envelope import error_body, error_response, install_error_handlers, json_response
-from shared.web.ratelimit import read_limiter
+from shared.web.ratelimit import Bucket, limiter
 
 logger = get_logger(__name__)
 
@@ -266,7 +266,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redis = open_redis(settings.redis_url, timeout_s=1.0) if needs_redis else None
         app.state.ip_leases = app.state.read_limiter = None
         if redis is not None and reads_limited:  # handshakes take from the read bucket ingress's GETs use
-            app.state.read_limiter = read_limiter(redis, settings)
+            app.state.read_limiter = limiter(Bucket.READ, redis, settings)
         if redis is not None and settings.ws_max_per_ip:
             app.state.ip_leases = IpLeases(
                 redis, limit=settings.ws_max_per_ip, key_prefix=settings.redis_key_prefix

@@ -157,23 +157,14 @@ class RateLimiter:
         return decision
 
 
-def write_limiter(redis: Redis, settings: Settings) -> RateLimiter:
-    """POST and DELETE: RATE_LIMIT a minute per client."""
+def limiter(bucket: Bucket, redis: Redis, settings: Settings) -> RateLimiter:
+    """The limiter of one of a client's buckets: writes (POST, DELETE) RATE_LIMIT a minute, reads (GETs,
+    `/ready`, WebSocket handshakes) READ_RATE_LIMIT a minute."""
+    per_minute = settings.rate_limit if bucket is Bucket.WRITE else settings.read_rate_limit_per_minute
     return RateLimiter(
         redis,
-        limit_per_minute=settings.rate_limit,
+        limit_per_minute=per_minute,
         key_prefix=settings.redis_key_prefix,
         fail_open=settings.rate_limit_fail_open,
-        bucket=Bucket.WRITE,
-    )
-
-
-def read_limiter(redis: Redis, settings: Settings) -> RateLimiter:
-    """GETs, `/ready` and WebSocket handshakes: READ_RATE_LIMIT a minute per client."""
-    return RateLimiter(
-        redis,
-        limit_per_minute=settings.read_rate_limit_per_minute,
-        key_prefix=settings.redis_key_prefix,
-        fail_open=settings.rate_limit_fail_open,
-        bucket=Bucket.READ,
+        bucket=bucket,
     )

@@ -13,7 +13,7 @@ from notifier.iplimit import IpLeases
 from shared.domain.errors import RateLimited, ServiceUnavailable
 from shared.runtime.config import Settings
 from shared.store.redis import open_redis
-from shared.web.ratelimit import Bucket, RateLimiter, bucket_for, read_limiter, write_limiter
+from shared.web.ratelimit import Bucket, RateLimiter, bucket_for, limiter
 from tests.fixtures.stack import free_port
 
 
@@ -90,7 +90,8 @@ async def test_a_client_that_used_up_its_reads_can_still_place_orders_and_the_ot
     for writes (a mutant that gave both the same key, or the same quota, fails here)."""
     redis = BucketsInMemory()
     settings = Settings(_env_file=None, rate_limit=2, read_rate_limit=5, redis_key_prefix="t:")
-    reads, writes = read_limiter(redis, settings), write_limiter(redis, settings)  # type: ignore[arg-type]
+    reads = limiter(Bucket.READ, redis, settings)  # type: ignore[arg-type]
+    writes = limiter(Bucket.WRITE, redis, settings)  # type: ignore[arg-type]
     assert reads.bucket_key("alice") != writes.bucket_key("alice")
     assert writes.bucket_key("alice") == "t:rate:alice"  # where the write bucket has always been
 
