@@ -7,8 +7,9 @@ import faust
 
 from executor.service import ExecuteJob, ExecutorService
 from shared.domain.events import ExecuteOrder
+from shared.messaging.batches import job_id
 from shared.messaging.quarantine import Quarantine
-from shared.messaging.streaming import StageApp, StageContext, job_id
+from shared.messaging.streaming import StageApp, StageContext
 from shared.messaging.topics import EXECUTOR_GROUP, ORDERS_EXECUTE
 from shared.runtime.config import get_settings
 

@@ -26,8 +26,8 @@ from shared.domain.errors import BlockhashExpired, DexError, SlippageExceeded
 from shared.domain.events import OrderPlaced
 from shared.domain.order import OrderRecord, SwapResult
 from shared.domain.status import OrderStatus
+from shared.messaging.batches import job_context
 from shared.messaging.outbox import Message
-from shared.messaging.streaming import job_context
 from shared.messaging.topics import ORDERS
 from shared.runtime.clock import utcnow
 from shared.runtime.logging import get_logger

@@ -10,8 +10,9 @@ import faust
 
 from router.service import RouteJob, RouterService
 from shared.domain.events import OrderPlaced, RetryOrder
+from shared.messaging.batches import job_id
 from shared.messaging.quarantine import Quarantine
-from shared.messaging.streaming import StageApp, StageContext, job_id
+from shared.messaging.streaming import StageApp, StageContext
 from shared.messaging.topics import ORDERS, ORDERS_RETRY, ROUTER_GROUP
 from shared.runtime.clock import sleep_until
 from shared.runtime.config import get_settings

@@ -16,8 +16,8 @@ from shared.domain.errors import DexError, NoVenueCanQuote, QuoteUnavailable
 from shared.domain.events import Dex, ExecuteOrder, Quote
 from shared.domain.order import OrderRecord
 from shared.domain.status import BEFORE_SUBMISSION, OrderStatus
+from shared.messaging.batches import job_context
 from shared.messaging.outbox import Message
-from shared.messaging.streaming import job_context
 from shared.messaging.topics import ORDERS_EXECUTE
 from shared.runtime.clock import utcnow
 from shared.runtime.logging import get_logger

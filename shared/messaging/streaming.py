@@ -1,11 +1,11 @@
-"""The faust application shape shared by the stream stages (router, executor).
+"""The faust application shape shared by the stream stages (router, executor): `StageApp`.
 
 Faust consumes with at-least-once delivery; the stages are idempotent (conditional UPDATEs), so a message
-processed twice is harmless. Agents take messages in batches (`take_batches`): one load and one
-group-committed write for the batch; a batch is acknowledged only once the agent has finished with it. Topics
-carry raw bytes and are decoded by our pydantic models at the agent edge. A stage's clients are built once
-when the app starts, before its agents run (`on_start` runs before mode starts the children), and closed
-after the agents stop (`on_shutdown`).
+processed twice is harmless. Agents take messages in batches (`StageApp.batches`, over
+shared/messaging/batches.py), through faust's transport as adjusted in shared/messaging/faust_transport.py.
+Topics carry raw bytes and are decoded by our pydantic models at the agent edge. A stage's clients are built
+once when the app starts, before its agents run (`on_start` runs before mode starts the children), and
+closed after the agents stop (`on_shutdown`).
 
 Concurrency without faust's agent `concurrency` (faust #606: it can commit an offset past a message still in
 flight): each agent is serial, records what it is about to do durably in Postgres, and hands the slow part to
@@ -29,26 +29,24 @@ started again by its supervisor, rather than go on without it.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import socket
 import tempfile
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
-from contextlib import AsyncExitStack, contextmanager
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 import faust
-import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaProducer
-from faust.transport.drivers import aiokafka as aiokafka_driver
-from mode.services import WaitResults
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from shared.messaging.batches import take_batches
+from shared.messaging.faust_transport import PromptTransport
 from shared.messaging.kafka import new_producer
 from shared.messaging.outbox import Outbox
 from shared.messaging.topics import TopicSpec
@@ -73,93 +71,6 @@ logger = get_logger(__name__)
 
 ServiceT = TypeVar("ServiceT")
 
-
-def job_id(event: faust.EventT | None) -> str | None:
-    """The Kafka message being handled, as topic/partition/offset."""
-    if event is None:
-        return None
-    return f"{event.message.topic}/{event.message.partition}/{event.message.offset}"
-
-
-@contextmanager
-def job_context(
-    order_id: object, correlation_id: str | None, job: str | None, **fields: Any
-) -> Iterator[None]:
-    """Bind the order, its correlation id and the Kafka message being handled (`jobId`) to every log line
-    written while handling it, tasks it spawns included."""
-    with structlog.contextvars.bound_contextvars(
-        orderId=str(order_id), correlationId=correlation_id, jobId=job, **fields
-    ):
-        yield
-
-
-async def take_batches(
-    stream: faust.StreamT[Any], size: int, within: float
-) -> AsyncGenerator[list[faust.EventT[Any]], None]:
-    """The events of `stream` in batches of at most `size`, each taken once its first event has waited
-    `within` seconds or it is full; every event of a batch is acknowledged when the consumer asks for the
-    next one (as faust's `take_events`, whose contract this keeps).
-
-    faust's stream iterator, and `take_events` built on it, gives way to the event loop before every event
-    (`await asyncio.sleep(0)`). In a stage whose loop runs thousands of quotes and swaps a turn takes
-    milliseconds, so the stream moved a few hundred events a second and, under load, events waited up to
-    seconds in the stream's queue while the agent sat idle (docs/performance.md). This takes everything
-    queued at once, doing for each event what faust's iterator does: skip it (acknowledged) when it was
-    fetched before the latest rebalance, track it as unacknowledged, and tell the sensors."""
-    app = stream.app
-    consumer = app.consumer
-    sensors = app.sensors
-    acking_topics = app.topics.acking_topics
-    # Joins the conductor's channels, as iterating the stream would.
-    queue = cast("faust.ChannelT[Any]", aiter(stream.channel)).queue
-    clock = asyncio.get_running_loop().time
-
-    def admit(event: faust.EventT[Any]) -> bool:
-        """Whether to hand the event over: one fetched before the latest rebalance is acknowledged and
-        dropped (its partition may be another member's now)."""
-        message = event.message
-        if not app.flow_control.is_active() or message.generation_id != app.consumer_generation_id:
-            finish(event, None)
-            return False
-        if message.topic in acking_topics and not message.tracked:
-            message.tracked = True
-            consumer.track_message(message)
-        return True
-
-    def finish(event: faust.EventT[Any], state: dict[str, Any] | None) -> None:
-        message = event.message
-        last = event.ack()
-        sensors.on_stream_event_out(message.tp, message.offset, stream, event, state)
-        if last:
-            sensors.on_message_out(message.tp, message.offset, message)
-
-    while not stream.should_stop:
-        taken: list[tuple[faust.EventT[Any], dict[str, Any] | None]] = []
-        event = await queue.get()
-        deadline = clock() + within
-        while True:
-            if admit(event):
-                message = event.message
-                taken.append((event, sensors.on_stream_event_in(message.tp, message.offset, stream, event)))
-            if len(taken) >= size:
-                break
-            if queue.empty():
-                try:
-                    async with asyncio.timeout(deadline - clock()):
-                        event = await queue.get()
-                except TimeoutError:
-                    break
-            else:
-                event = queue.get_nowait()
-        if not taken:
-            continue
-        try:
-            yield [event for event, _ in taken]
-        finally:
-            for event, state in taken:
-                finish(event, state)
-
-
 RATE_WEIGHT = 0.3  # each heartbeat moves the finish rate by 30 % of its difference
 
 
@@ -172,69 +83,6 @@ class StageContext:
     steps: OrderSteps
     dex: Venue
     tasks: TaskPool
-
-
-class PromptConsumerThread(aiokafka_driver.AIOKafkaConsumerThread):
-    """faust's consumer thread with a short fetch long-poll (faust hard-codes 1.5 s).
-
-    aiokafka keeps one fetch in flight per broker, for the partitions with nothing buffered. When that fetch
-    holds only quiet partitions (a retry topic, faust's leader topic), records arriving on the busy ones
-    wait until it times out: a stage under steady load saw its messages 0.6-1.7 s after they were
-    produced while it sat idle 60 % of the time. A short wait bounds that to KAFKA_FETCH_MAX_WAIT_MS."""
-
-    def _create_worker_consumer(self, transport: aiokafka_driver.Transport) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        app = cast("StageApp[Any]", self.app)
-        consumer._fetch_max_wait_ms = app.fetch_max_wait_ms  # read by consumer.start(), as the option is
-        return consumer
-
-
-class PromptConsumer(aiokafka_driver.Consumer):
-    """faust's consumer, delivering fetched messages to the streams without a trip round the event loop
-    each, and with the short fetch long-poll of `PromptConsumerThread`.
-
-    faust's fetch loop hands each message over as `wait_first(deliver(message), suspend_flow.wait())`, so
-    that a rebalance can interrupt a delivery blocked on a full stream buffer. That starts four tasks and
-    waits a full turn of the event loop per message; in a stage whose loop also runs thousands of quotes
-    and swaps, a turn takes milliseconds, so the loop delivered a few hundred messages a second at most and
-    messages waited up to seconds between the broker and the agent (docs/performance.md). A delivery can
-    only block when flow is suspended, faust's producer buffer is over its limit, or a stream's buffer is
-    full; when none holds, it runs to completion in place, as faust would have run it, minus the tasks."""
-
-    async def wait_first(self, *coros: Any, timeout: Any = None) -> WaitResults:  # noqa: ASYNC109 (faust's signature)
-        if len(coros) == 2 and timeout is None and _waits_on(coros[1], self.suspend_flow):
-            deliver, suspended = coros
-            if self._delivers_at_once():
-                suspended.close()
-                await deliver
-                return WaitResults([deliver], [None], False)
-        return await super().wait_first(*coros, timeout=timeout)
-
-    def _delivers_at_once(self) -> bool:
-        app = self.app
-        return (
-            not self.suspend_flow.is_set()
-            and app.flow_control.is_active()
-            and app.producer.buffer.size <= app.producer.buffer.max_messages
-            and not any(channel.queue.full() for channel in app.topics)
-        )
-
-    def _new_consumer_thread(self) -> aiokafka_driver.AIOKafkaConsumerThread:
-        return PromptConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-
-def _waits_on(awaitable: object, event: asyncio.Event) -> bool:
-    """Whether `awaitable` is `event.wait()`, not yet started."""
-    return (
-        inspect.iscoroutine(awaitable)
-        and awaitable.cr_code is asyncio.Event.wait.__code__
-        and awaitable.cr_frame is not None
-        and awaitable.cr_frame.f_locals.get("self") is event
-    )
-
-
-class PromptTransport(aiokafka_driver.Transport):
-    Consumer = PromptConsumer
 
 
 class StageApp(faust.App, Generic[ServiceT]):

@@ -8,7 +8,9 @@ import faust
 from aiokafka import AIOKafkaConsumer
 from faust.types import Message
 
-from shared.messaging.streaming import PromptConsumer, StageApp, _waits_on, take_batches
+from shared.messaging.batches import take_batches
+from shared.messaging.faust_transport import PromptConsumer, _waits_on
+from shared.messaging.streaming import StageApp
 from shared.messaging.topics import ROUTER_GROUP
 from shared.runtime.config import Settings
 from shared.runtime.tasks import TaskPool
