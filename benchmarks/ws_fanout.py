@@ -42,7 +42,8 @@ from websockets.exceptions import WebSocketException
 
 from benchmarks.bench import stats
 from benchmarks.bench.loadgen import LoadPlan, raise_nofile, run_load
-from benchmarks.bench.observe import Group, Watch, read_proc, with_children
+from benchmarks.bench.observe import Watch
+from benchmarks.bench.procs import Group, read_proc, with_children
 from benchmarks.bench.report import print_fanout
 from tests.fixtures.orders import order_body
 from tests.fixtures.stack import Stack, running_stack

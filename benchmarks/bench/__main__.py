@@ -23,7 +23,7 @@ import uvloop
 
 from benchmarks.bench import report, stats
 from benchmarks.bench.loadgen import LoadPlan, raise_nofile
-from benchmarks.bench.observe import cpu_probe_ms
+from benchmarks.bench.procs import cpu_probe_ms
 from benchmarks.bench.scenarios import ORDER, Generator, LoadScenario, run_load_scenario
 from benchmarks.bench.selfcheck import generator_ceiling
 from benchmarks.ws_fanout import fanout

@@ -18,8 +18,10 @@ from typing import Any
 import orjson
 
 from benchmarks.bench import stats
+from benchmarks.bench.kafka_readings import GroupLag, published, sent_times
 from benchmarks.bench.loadgen import Followed, Load, LoadPlan, Sent
-from benchmarks.bench.observe import Group, GroupLag, Watch, find, published, sent_times, with_children
+from benchmarks.bench.observe import Watch
+from benchmarks.bench.procs import Group, find, with_children
 from shared.messaging.topics import ORDER_STATUS, ORDERS, ORDERS_EXECUTE
 from tests.fixtures.orders import fetch, open_orders, order_body
 from tests.fixtures.stack import Stack, running_stack

@@ -1,5 +1,5 @@
 """A process's wait for a core (shared/runtime/cpu_wait.py): what every service exports and what the bench
-prints beside each process's CPU (benchmarks/bench/observe.py), read from a real /proc."""
+prints beside each process's CPU (benchmarks/bench/procs.py), read from a real /proc."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 import shared.runtime.metrics  # noqa: F401  (registers the collector, as every service's import does)
-from benchmarks.bench.observe import Group
+from benchmarks.bench.procs import Group
 
 
 def _spin(seconds: float, spun: threading.Event, release: threading.Event) -> None:
