@@ -20,21 +20,21 @@ A row Kafka refuses for good (too large, say) is parked (migration 009), not ret
 the rest of the batch goes out, the relay skips it and the later rows of its order, and a writer that writes
 the order again tries it first.
 
-A refusal is the row's only when Kafka refuses that record and would refuse it from any producer (ROW_ERRORS).
-A producer can also fail for good as a producer: fenced, out of sequence with the broker, not authorized, or
-its sender task ended. aiokafka then raises the same error for every later send, so each row would be
-parked in turn, while this process went on taking orders that could never leave it. Such a failure parks
-nothing: the producer is replaced (closed, and a new one started with `new_producer`) and the rows, still in
-the table, go out through the new one. Meanwhile `publishing` is False (ingress's admission answers 503, and
-the /ready of ingress and of the stages too). If the replacement cannot start, or fails in turn within
-PRODUCER_RETRY_WINDOW_S, the task that met it ends with ProducerLost, and the process with it (both tasks are
-`essential`): its supervisor starts it again.
+A refusal is the row's only when Kafka refuses that record and would refuse it from any producer (ROW_ERRORS,
+shared/messaging/producer.py `blame`). A producer can also fail for good as a producer: fenced, out of
+sequence with the broker, not authorized, or its sender task ended. aiokafka then raises the same error for
+every later send, so each row would be parked in turn, while this process went on taking orders that could
+never leave it. Such a failure parks nothing: the outbox's `ProducerKeeper` replaces the producer (closed,
+and a new one started with `new_producer`) and the rows, still in the table, go out through the new one.
+Meanwhile `publishing` is False (ingress's admission answers 503, and the /ready of ingress and of the
+stages too). If the replacement cannot start, or fails in turn within PRODUCER_RETRY_WINDOW_S, the task that
+met it ends with ProducerLost, and the process with it (both tasks are `essential`): its supervisor starts it
+again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,16 +42,10 @@ from uuid import UUID
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import (
-    InvalidTopicError,
-    KafkaError,
-    KafkaTimeoutError,
-    MessageSizeTooLargeError,
-    ProducerClosed,
-    RecordListTooLargeError,
-)
+from aiokafka.errors import KafkaError
 
 from shared.messaging.kafka import CORRELATION_HEADER, new_producer, sender_alive
+from shared.messaging.producer import Blame, ProducerFailed, ProducerKeeper, blame
 from shared.messaging.topics import ORDER_STATUS, TopicSpec
 from shared.runtime.config import Settings
 from shared.runtime.logging import get_logger
@@ -63,53 +57,6 @@ logger = get_logger(__name__)
 
 RELAY_LOCK = 7_306_002  # pg advisory lock key: one relay publishes at a time
 MAX_BACKOFF_S = 5.0
-PRODUCER_RETRY_WINDOW_S = 60.0  # a replacement producer failing sooner than this: the process gives up
-
-# What Kafka refuses for the record itself, whichever producer sends it, while the producer goes on sending
-# others: a record past the producer's or the broker's size limit (a batch past the broker's, which only
-# an oversized record fills), a topic name Kafka cannot have. Of aiokafka's other errors a send can meet,
-# those it marks `retriable` (a leader moving, the broker away, an unknown topic: a restarted broker
-# answers that for every topic until its metadata is back), KafkaTimeoutError (the producer's buffer did not
-# take the record in time) and ProducerClosed (the producer stopped under the round: a shutdown, or a
-# replacement) may pass if tried again, and any other is the producer's: ProducerFenced,
-# OutOfOrderSequenceNumber, the authorization refusals, a sender that died ("Unexpected error during batch
-# delivery"), CorruptRecordException and InvalidTimestampError (a corrupted request, a producer's clock:
-# the same row from another producer passes), and whatever aiokafka or Kafka add later.
-ROW_ERRORS: tuple[type[KafkaError], ...] = (
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    InvalidTopicError,
-)
-TRANSIENT_ERRORS: tuple[type[KafkaError], ...] = (KafkaTimeoutError, ProducerClosed)
-
-
-class Blame(enum.Enum):
-    """Whose failure a send's error is."""
-
-    ROW = "row"  # park the row
-    NOBODY = "nobody"  # the round fails; its rows stay in the table and go out later
-    PRODUCER = "producer"  # replace the producer
-
-
-def blame(error: BaseException) -> Blame:
-    """Whose failure `error` (raised by a send, or by its acknowledgement) is: see ROW_ERRORS."""
-    if isinstance(error, ROW_ERRORS):
-        return Blame.ROW
-    if isinstance(error, KafkaError) and not error.retriable and not isinstance(error, TRANSIENT_ERRORS):
-        return Blame.PRODUCER
-    return Blame.NOBODY
-
-
-class ProducerFailed(Exception):
-    """`producer` can send nothing more: it must be replaced. No row is to blame."""
-
-    def __init__(self, producer: AIOKafkaProducer, error: str) -> None:
-        super().__init__(error)
-        self.producer = producer
-
-
-class ProducerLost(Exception):
-    """The producer could not be replaced, or its replacement failed too: this process cannot publish."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,13 +127,8 @@ class Outbox:
         replacement: Callable[[Settings], AIOKafkaProducer] = new_producer,
     ) -> None:
         self._pool = pool
-        self._producer = producer
+        self._keeper = ProducerKeeper(producer, settings, replacement=replacement)
         self._settings = settings
-        self._replacement = replacement
-        self._replacing = asyncio.Lock()
-        self._replaced_at: float | None = None  # when this outbox last started a producer of its own
-        self._own: AIOKafkaProducer | None = None  # that producer: this outbox stops it
-        self._can_publish = True  # False while the producer is being replaced, and once it could not be
         self._fast_path = settings.outbox_fast_path
         self._queue: asyncio.Queue[list[OutboxRow]] = asyncio.Queue(maxsize=settings.outbox_queue_batches)
         self._timeout_s = settings.kafka_request_timeout_ms / 1000 * 2
@@ -200,23 +142,22 @@ class Outbox:
 
     async def stop(self) -> None:
         await cancel_and_wait(*self._tasks)
-        if self._own is not None:  # the producer it was given is its owner's to stop
-            await self._own.stop()
+        await self._keeper.stop()
 
     @property
     def producer(self) -> AIOKafkaProducer:
         """The producer rows go out through now (a replacement, once the first has failed)."""
-        return self._producer
+        return self._keeper.producer
 
     @property
     def publishing(self) -> bool:
         """Whether rows can leave this process now: False while its producer is being replaced, once it could
         not be, and as soon as the producer's sender has ended (before any send notices)."""
-        return self._can_publish and sender_alive(self._producer)
+        return self._keeper.publishing
 
     async def kafka_answers(self) -> object:
         """Ask Kafka for its metadata through the current producer's connections (admission's probe)."""
-        return await self._producer.client.fetch_all_metadata()
+        return await self._keeper.producer.client.fetch_all_metadata()
 
     async def write(self, messages: Sequence[Message]) -> None:
         """Messages that change no order (a re-drive): into the table, then out like any other row."""
@@ -255,7 +196,7 @@ class Outbox:
                         batch, self._pool, carried=carried, defer_commands=True
                     )
             except ProducerFailed as failed:  # its rows stay in the table: the relay sends them
-                await self._replace(failed)
+                await self._keeper.replace(failed)
             except (KafkaError, TimeoutError, *FAILED) as exc:
                 # The rows stay in the table: the relay (or the next write of the same orders) sends them.
                 logger.warning("outbox.send_failed", rows=len(batch), error=repr(exc))
@@ -304,7 +245,7 @@ class Outbox:
         Kafka refuses for good is left out, and so are the later rows of its order (and of orders already in
         `held`, which this adds to); a refusal that may pass (the broker away, a timeout) fails the round,
         and one that is the producer's raises ProducerFailed (`blame`)."""
-        producer = self._producer
+        producer = self._keeper.producer
         if not sender_alive(producer):
             raise ProducerFailed(producer, "the producer's sender task has ended")
         pending: list[tuple[OutboxRow, asyncio.Future[object]]] = []
@@ -360,42 +301,6 @@ class Outbox:
             case Blame.NOBODY:
                 raise error
 
-    async def _replace(self, failed: ProducerFailed) -> None:
-        """Replace the failed producer by a new one, once (the sender and the relay may both meet the same
-        failure). Raises ProducerLost if the new one cannot start, or if the failed one was itself started
-        here less than PRODUCER_RETRY_WINDOW_S ago."""
-        async with self._replacing:
-            if failed.producer is not self._producer:
-                return  # already replaced
-            self._can_publish = False
-            if self._replaced_at is not None:
-                age_s = time.monotonic() - self._replaced_at
-                if age_s < PRODUCER_RETRY_WINDOW_S:
-                    logger.error("outbox.producer_lost", error=str(failed), replacementAgeS=round(age_s, 1))
-                    raise ProducerLost(f"the replacement producer failed after {age_s:.0f} s: {failed}")
-            logger.error("outbox.producer_failed", error=str(failed))
-            await self._stop_quietly(failed.producer)  # whatever it still held is in the table
-            producer = self._replacement(self._settings)
-            try:
-                await asyncio.wait_for(producer.start(), self._timeout_s)
-            except (KafkaError, TimeoutError, OSError) as exc:
-                await self._stop_quietly(producer)
-                logger.error("outbox.producer_lost", error=f"no new producer: {exc!r}")
-                raise ProducerLost(f"could not start a new producer: {exc!r}") from exc
-            except asyncio.CancelledError:  # stopped meanwhile: close what it had opened
-                await self._stop_quietly(producer)
-                raise
-            self._producer = self._own = producer
-            self._replaced_at = time.monotonic()
-            self._can_publish = True
-            logger.warning("outbox.producer_replaced", failure=str(failed))
-
-    async def _stop_quietly(self, producer: AIOKafkaProducer) -> None:
-        try:
-            await asyncio.wait_for(producer.stop(), self._timeout_s)
-        except (KafkaError, TimeoutError, OSError) as exc:
-            logger.warning("outbox.producer_stop_failed", error=repr(exc))
-
     async def _park(
         self, refused: list[tuple[OutboxRow, str]], db: asyncpg.Pool | asyncpg.Connection
     ) -> None:
@@ -432,7 +337,7 @@ class Outbox:
             try:
                 relayed = await self.relay_once()
             except ProducerFailed as failed:
-                await self._replace(failed)
+                await self._keeper.replace(failed)
                 continue
             except (KafkaError, TimeoutError, *UNREACHABLE) as exc:
                 logger.warning("outbox.relay_failed", error=repr(exc), retry_in_s=backoff)

@@ -27,17 +27,8 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from shared.messaging.outbox import (
-    DELETE_ROWS,
-    PARK_ROWS,
-    PRODUCER_RETRY_WINDOW_S,
-    Blame,
-    Outbox,
-    OutboxRow,
-    ProducerFailed,
-    ProducerLost,
-    blame,
-)
+from shared.messaging.outbox import DELETE_ROWS, PARK_ROWS, Outbox, OutboxRow
+from shared.messaging.producer import PRODUCER_RETRY_WINDOW_S, Blame, ProducerFailed, ProducerLost, blame
 from shared.messaging.topics import ORDER_STATUS
 from shared.runtime.config import Settings
 from tests.fixtures.stack import wait_for
@@ -248,7 +239,7 @@ async def test_a_failed_producer_is_replaced_once_and_its_rows_go_out_through_th
     with pytest.raises(ProducerFailed) as failed:
         await box._publish([row(1, "a")], db)
     # The sender and the relay may both meet the same failure: one replacement.
-    await asyncio.gather(box._replace(failed.value), box._replace(failed.value))
+    await asyncio.gather(box._keeper.replace(failed.value), box._keeper.replace(failed.value))
     assert replacements.made == 1 and old.stopped and new.started
     assert box.producer is new and box.publishing
     await box._publish([row(1, "a")], db)
@@ -261,7 +252,7 @@ async def test_nothing_is_published_while_the_replacement_starts() -> None:
     old, new = FakeProducer(), FakeProducer()
     new.may_start.clear()
     box = outbox(old, Replacements(new))
-    replacing = asyncio.create_task(box._replace(ProducerFailed(old, "fenced")))
+    replacing = asyncio.create_task(box._keeper.replace(ProducerFailed(old, "fenced")))
     await asyncio.wait_for(new.starting.wait(), 5)
     assert not box.publishing
     new.may_start.set()
@@ -273,7 +264,7 @@ async def test_a_replacement_that_cannot_start_loses_the_producer() -> None:
     old, new = FakeProducer(), FakeProducer(start_error=KafkaConnectionError())
     box = outbox(old, Replacements(new))
     with pytest.raises(ProducerLost):
-        await box._replace(ProducerFailed(old, "fenced"))
+        await box._keeper.replace(ProducerFailed(old, "fenced"))
     assert new.stopped and not box.publishing
 
 
@@ -283,16 +274,16 @@ async def test_a_replacement_that_fails_soon_loses_the_producer_and_one_that_fai
     first, second, third = FakeProducer(), FakeProducer(), FakeProducer()
     replacements = Replacements(second, third)
     box = outbox(first, replacements)
-    await box._replace(ProducerFailed(first, "out of sequence"))
+    await box._keeper.replace(ProducerFailed(first, "out of sequence"))
     with pytest.raises(ProducerLost):
-        await box._replace(ProducerFailed(second, "out of sequence"))
+        await box._keeper.replace(ProducerFailed(second, "out of sequence"))
     assert replacements.made == 1 and not box.publishing
 
     box = outbox(first, Replacements(second, third))
-    await box._replace(ProducerFailed(first, "out of sequence"))
-    assert box._replaced_at is not None
-    box._replaced_at -= PRODUCER_RETRY_WINDOW_S  # it served past the window
-    await box._replace(ProducerFailed(second, "out of sequence"))
+    await box._keeper.replace(ProducerFailed(first, "out of sequence"))
+    assert box._keeper._replaced_at is not None
+    box._keeper._replaced_at -= PRODUCER_RETRY_WINDOW_S  # it served past the window
+    await box._keeper.replace(ProducerFailed(second, "out of sequence"))
     assert box.producer is third and box.publishing
 
 
@@ -329,7 +320,7 @@ async def test_a_producer_lost_ends_the_task_that_met_it(loop: str) -> None:
     first, second = FakeProducer(), FakeProducer(everything=OutOfOrderSequenceNumber())
     db = Db(relayable=[row(1, "a")])
     box = outbox(first, Replacements(second), db=db)
-    await box._replace(ProducerFailed(first, "fenced"))  # `second` is a fresh replacement, and fails
+    await box._keeper.replace(ProducerFailed(first, "fenced"))  # `second` is a fresh replacement, and fails
     task = asyncio.create_task(getattr(box, loop)())
     await box.publish([row(1, "a")])
     done, _ = await asyncio.wait([task], timeout=10)
