@@ -27,14 +27,12 @@ from uuid import UUID
 
 import faust
 from aiokafka.errors import (
-    InvalidTopicError,
     KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
 )
 from pydantic import ValidationError
 
 from shared.messaging.kafka import CORRELATION_HEADER
+from shared.messaging.producer import ROW_ERRORS
 from shared.messaging.topics import QUARANTINES
 from shared.runtime.config import Settings
 from shared.runtime.logging import get_logger
@@ -62,11 +60,6 @@ ERROR_MAX_CHARS = 500
 SEND_RETRY_FIRST_S = 0.2
 SEND_RETRY_MAX_S = 5.0
 SEND_GIVE_UP_S = 30.0
-REFUSED_FOR_GOOD: tuple[type[KafkaError], ...] = (
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-    InvalidTopicError,
-)
 
 
 class OrderMessage(Protocol):
@@ -224,7 +217,7 @@ class Quarantine:
                 return
             except KafkaError as exc:
                 where = {"topic": name, "partition": message.partition, "offset": message.offset}
-                if isinstance(exc, REFUSED_FOR_GOOD) or time.monotonic() + delay > give_up:
+                if isinstance(exc, ROW_ERRORS) or time.monotonic() + delay > give_up:
                     logger.error("message.quarantine_failed", **where, error=repr(exc))
                     return
                 logger.warning("message.quarantine_retry", **where, error=repr(exc))
